@@ -1,0 +1,68 @@
+"""The `radsteer` command line.
+
+Each subcommand lives in `protocols/commands/<name>.py` with `add_arguments(parser)` and
+`run(args) -> int`; modules are imported only when their subcommand runs, so `radsteer stats`
+never pays for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from protocols.errors import RadsteerError
+
+COMMANDS: dict[str, str] = {
+    "sweep": "generate steered reports for every feature × α × case of a protocol",
+    "evaluate": "label every steered report of a study (entity diff, LLM judge, combined)",
+    "label": "label steered/baseline pairs from a JSONL file produced anywhere",
+    "annotate": "serve the radiologists' annotation app for a study",
+    "stats": "on/off-target rates, dose-response and agreement statistics of a study",
+    "report": "write the self-contained HTML study report",
+    "run": "sweep → evaluate → stats → report, each step resumable",
+    "demo": "the whole pipeline on the bundled SmolLM2 model, offline, on the CPU",
+    "validate": "check a protocol, its files and the model/SAE widths without generating",
+    "generate": "steer one case and print the baseline and steered reports side by side",
+    "mine": "top-activating contexts of every feature over a corpus of reports",
+    "activations": "read steered texts back through the model: the target feature's activation",
+    "vectors": "build concept vectors (difference of means) in the SAELens layout",
+}
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = argparse.ArgumentParser(
+        prog="radsteer",
+        description="Clinician-validated steering studies of radiology report generators.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = {}
+    for name, help_text in COMMANDS.items():
+        subparsers[name] = sub.add_parser(name, help=help_text, description=help_text)
+    return parser, subparsers
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser, subparsers = build_parser()
+    name = argv[0] if argv and argv[0] in COMMANDS else None
+    if name is None:
+        args = parser.parse_args(argv)  # prints help / usage errors
+        parser.print_help()
+        return 2
+    module = importlib.import_module(f"protocols.commands.{name}")
+    module.add_arguments(subparsers[name])
+    args = parser.parse_args(argv)
+    try:
+        return int(module.run(args) or 0)
+    except RadsteerError as exc:
+        print(f"radsteer {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"radsteer {name}: interrupted; everything finished so far is stored — run again to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

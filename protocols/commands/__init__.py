@@ -1,0 +1,1 @@
+"""One module per `radsteer` subcommand (see protocols/cli.py)."""

@@ -1,0 +1,8 @@
+"""`radsteer stats` — not implemented yet."""
+
+from protocols.commands._pending import add_passthrough as add_arguments  # noqa: F401
+from protocols.commands._pending import not_yet
+
+
+def run(args) -> int:
+    return not_yet("stats", "Study statistics and the shareable study report")

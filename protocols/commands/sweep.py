@@ -1,0 +1,8 @@
+"""`radsteer sweep` — not implemented yet."""
+
+from protocols.commands._pending import add_passthrough as add_arguments  # noqa: F401
+from protocols.commands._pending import not_yet
+
+
+def run(args) -> int:
+    return not_yet("sweep", "Steering engine, study store and `radsteer sweep`")

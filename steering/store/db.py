@@ -1,0 +1,184 @@
+"""The study store: one database per study, reached only through this class.
+
+SQLite in WAL mode by default (`runs/<name>/study.sqlite`); any SQLAlchemy URL works, so a
+multi-site reader study can share a PostgreSQL server. Every write is one transaction, and
+every write is idempotent on the table's natural key, which is what makes each step resumable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, Engine, Table, create_engine, event, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from steering.store import schema
+from steering.store.schema import TABLES
+
+DB_FILENAME = "study.sqlite"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; safe with WAL
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")  # annotators and a sweep may write at once
+    cur.close()
+
+
+class StudyStore:
+    """Access to one study's database.
+
+    >>> store = StudyStore.open("runs/demo")          # runs/demo/study.sqlite
+    >>> store = StudyStore("postgresql://host/study")  # any SQLAlchemy URL
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(url, echo=echo, future=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        schema.metadata.create_all(self.engine)
+
+    @classmethod
+    def open(cls, run_dir: str | Path) -> StudyStore:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return cls(f"sqlite:///{(run_dir / DB_FILENAME).resolve()}")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> StudyStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- generic, idempotent writes -------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction: committed on success, rolled back on any exception."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def _insert(self, table: Table):
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            return sqlite.insert(table)
+        if dialect == "postgresql":
+            return postgresql.insert(table)
+        raise NotImplementedError(f"the study store supports SQLite and PostgreSQL, not {dialect!r}")
+
+    def insert_ignore(
+        self, table: str | Table, rows: Sequence[Mapping[str, Any]], conn: Connection | None = None
+    ) -> int:
+        """Insert rows, skipping any whose natural key is already stored. Returns rows inserted."""
+        if not rows:
+            return 0
+        t = TABLES[table] if isinstance(table, str) else table
+        stmt = self._insert(t).on_conflict_do_nothing()
+        if conn is not None:
+            return _inserted(conn.execute(stmt, list(rows)), len(rows))
+        with self.transaction() as c:
+            return _inserted(c.execute(stmt, list(rows)), len(rows))
+
+    def upsert(
+        self,
+        table: str | Table,
+        rows: Sequence[Mapping[str, Any]],
+        key: Sequence[str],
+        conn: Connection | None = None,
+    ) -> None:
+        """Insert rows or, where the natural `key` exists, update their other columns."""
+        if not rows:
+            return
+        t = TABLES[table] if isinstance(table, str) else table
+        ins = self._insert(t)
+        cols = [c for c in rows[0] if c not in key]
+        stmt = (
+            ins.on_conflict_do_update(index_elements=list(key), set_={c: ins.excluded[c] for c in cols})
+            if cols
+            else ins.on_conflict_do_nothing()
+        )
+        if conn is not None:
+            conn.execute(stmt, list(rows))
+            return
+        with self.transaction() as c:
+            c.execute(stmt, list(rows))
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    def rows(self, table: str, **where: Any) -> list[dict[str, Any]]:
+        """All rows of `table` matching column == value filters, as dicts."""
+        t = TABLES[table]
+        stmt = select(t)
+        for col, value in where.items():
+            stmt = stmt.where(t.c[col] == value)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    def count(self, table: str) -> int:
+        from sqlalchemy import func
+
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(TABLES[table])).scalar_one())
+
+    def dataframe(self, table: str) -> pd.DataFrame:
+        """A whole table as a DataFrame: the way results leave the store."""
+        t = TABLES[table]
+        with self.engine.connect() as conn:
+            result = conn.execute(select(t))
+            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+    # ---- domain helpers used by several packages ------------------------------------------
+
+    def add_cases(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        self.upsert("cases", list(rows), key=["case_id"])
+
+    def add_features(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        self.upsert("features", list(rows), key=["feature_id"])
+
+    def generation_keys(self, settings_hash: str) -> set[tuple[str, str, float]]:
+        """(case_id, feature_id, alpha) of every stored generation with these settings."""
+        t = schema.generations
+        stmt = select(t.c.case_id, t.c.feature_id, t.c.alpha).where(t.c.settings_hash == settings_hash)
+        with self.engine.connect() as conn:
+            return {(r.case_id, r.feature_id, float(r.alpha)) for r in conn.execute(stmt)}
+
+    def add_generations(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Store a finished batch in one transaction; rows already stored are left untouched."""
+        return self.insert_ignore("generations", rows)
+
+    def generations_with_baselines(self) -> pd.DataFrame:
+        """Each steered generation beside its case's baseline (same settings, α = 0).
+
+        Columns: generation_id, case_id, feature_id, alpha, settings_hash, text,
+        baseline_generation_id, baseline_text, description, target_concepts.
+        """
+        g = self.dataframe("generations")
+        f = self.dataframe("features")
+        if g.empty:
+            return pd.DataFrame(
+                columns=[
+                    "generation_id", "case_id", "feature_id", "alpha", "settings_hash", "text",
+                    "baseline_generation_id", "baseline_text", "description", "target_concepts",
+                ]
+            )
+        base = g[g.feature_id == schema.BASELINE_FEATURE][["case_id", "settings_hash", "id", "text"]]
+        base = base.rename(columns={"id": "baseline_generation_id", "text": "baseline_text"})
+        steered = g[g.feature_id != schema.BASELINE_FEATURE].rename(columns={"id": "generation_id"})
+        out = steered.merge(base, on=["case_id", "settings_hash"], how="left")
+        out = out.merge(f[["feature_id", "description", "target_concepts"]], on="feature_id", how="left")
+        return out.reset_index(drop=True)
+
+
+def _inserted(result: Any, attempted: int) -> int:
+    n = result.rowcount
+    return attempted if n is None or n < 0 else int(n)

@@ -1,0 +1,65 @@
+"""The study store: idempotent writes, natural keys, DataFrame export, no torch at import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from steering.store import BASELINE_FEATURE, StudyStore
+
+
+def _gen(case: str, feature: str, alpha: float, text: str = "t") -> dict:
+    return dict(case_id=case, feature_id=feature, alpha=alpha, settings_hash="s", text=text,
+                n_tokens=1, finish_reason="eos", seconds=0.0)
+
+
+def test_generations_are_stored_once(store: StudyStore) -> None:
+    store.add_cases([{"case_id": "c1", "inputs": {}, "split": "test"}])
+    rows = [_gen("c1", BASELINE_FEATURE, 0.0), _gen("c1", "f1", 10.0), _gen("c1", "f1", -10.0)]
+    assert store.add_generations(rows) == 3
+    assert store.add_generations(rows) == 0  # a resumed step writes the same rows again
+    assert store.count("generations") == 3
+    assert store.generation_keys("s") == {("c1", "", 0.0), ("c1", "f1", 10.0), ("c1", "f1", -10.0)}
+
+
+def test_upsert_updates_instead_of_duplicating(store: StudyStore) -> None:
+    store.add_cases([{"case_id": "c1", "inputs": {}, "split": "test"}])
+    store.add_generations([_gen("c1", "f1", 1.0)])
+    key = ["generation_id", "method"]
+    store.upsert("verdicts", [dict(generation_id=1, method="entity_diff", on_target=True, off_target=False,
+                                   label="on", evidence={})], key=key)
+    store.upsert("verdicts", [dict(generation_id=1, method="entity_diff", on_target=False, off_target=True,
+                                   label="off", evidence={"x": 1})], key=key)
+    df = store.dataframe("verdicts")
+    assert len(df) == 1 and df.label[0] == "off" and df.evidence[0] == {"x": 1}
+
+
+def test_failed_transaction_writes_nothing(store: StudyStore) -> None:
+    store.add_cases([{"case_id": "c1", "inputs": {}, "split": "test"}])
+    try:
+        with store.transaction() as conn:
+            store.insert_ignore("generations", [_gen("c1", "f1", 1.0)], conn=conn)
+            raise RuntimeError("crash mid-transaction")
+    except RuntimeError:
+        pass
+    assert store.count("generations") == 0
+
+
+def test_baselines_join(store: StudyStore) -> None:
+    store.add_cases([{"case_id": "c1", "inputs": {}, "split": "test"}])
+    store.add_features([{"feature_id": "f1", "source": "sae", "bank_index": 3, "description": "effusion",
+                         "target_concepts": ["pleural_effusion"]}])
+    store.add_generations([_gen("c1", BASELINE_FEATURE, 0.0, "base"), _gen("c1", "f1", 5.0, "steered")])
+    df = store.generations_with_baselines()
+    assert list(df.text) == ["steered"] and list(df.baseline_text) == ["base"]
+    assert df.target_concepts[0] == ["pleural_effusion"]
+
+
+def test_sqlite_is_in_wal_mode(store: StudyStore) -> None:
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_store_does_not_import_torch() -> None:
+    code = "import sys, steering.store, steering; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
