@@ -1,9 +1,5 @@
-"""One exception type for every user-facing error: the CLI prints it on one line, exit 2."""
+"""Re-export of the user-facing error type (defined in `steering.errors`, below every package)."""
 
+from steering.errors import RadsteerError
 
-class RadsteerError(Exception):
-    """A problem with the user's input (protocol, files, weights) that they can fix.
-
-    The message must say what is wrong and where (file, field, line) and, where it helps,
-    what to do about it.
-    """
+__all__ = ["RadsteerError"]
