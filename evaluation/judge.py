@@ -1,0 +1,406 @@
+"""The LLM judge: steered vs baseline report → on/off-target change, through any
+OpenAI-compatible chat-completions server (OpenAI, Azure OpenAI's /openai/v1 endpoint, vLLM,
+Ollama).
+
+Why it is built this way:
+- bounded concurrency (a semaphore) because judging thousands of generations one at a time is
+  slow and unbounded fan-out gets rate-limited;
+- our own retries (exponential backoff with jitter, honouring Retry-After) with the openai
+  client's retries switched off, so every HTTP request is counted against the run's budget;
+- a response cache keyed by (model, prompt hash): a re-run sends nothing;
+- every failure ends as a result with `error` set — never as the label "none";
+- the API key is read from the environment variable *named* in the config, never stored,
+  and scrubbed from every error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from evaluation.judge_cache import JudgeCache
+from evaluation.judge_prompt import (
+    ANSWER_JSON_SCHEMA,
+    PROMPT_VERSION,
+    InvalidAnswer,
+    JudgeAnswer,
+    JudgeItem,
+    build_messages,
+    parse_answer,
+    prompt_hash,
+)
+from evaluation.labels import label_of
+from steering.errors import RadsteerError
+
+log = logging.getLogger(__name__)
+
+ResponseFormat = Literal["json_schema", "json_object", "none"]
+BUDGET_EXHAUSTED = "budget exhausted"
+_RETRYABLE_STATUS = {408, 409, 429}
+
+
+@dataclass
+class JudgeConfig:
+    """Where and how to ask. The protocol's `judge:` section maps onto these fields."""
+
+    model: str
+    base_url: str | None = None  # None: the OpenAI API
+    api_key_env: str | None = "OPENAI_API_KEY"  # the variable's NAME; None for keyless local servers
+    concurrency: int = 16
+    timeout_s: float = 60.0
+    max_retries: int = 4  # retries after the first attempt, on 429 / 5xx / timeouts / connection errors
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    invalid_answer_retries: int = 1  # re-asks after malformed JSON or a schema violation
+    max_calls: int | None = None  # HTTP requests per run, retries included
+    max_tokens: int | None = None  # prompt + completion tokens per run (in-flight calls may overshoot)
+    temperature: float | None = 0.0  # None: leave the server's default (models that reject 0)
+    max_output_tokens: int | None = None
+    response_format: ResponseFormat = "json_schema"  # falls back to json_object if the server refuses
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise RadsteerError("judge.model is empty: name the judge model (e.g. --judge-model gpt-4o-mini)")
+        if self.concurrency < 1:
+            raise RadsteerError(f"judge.concurrency must be ≥ 1, not {self.concurrency}")
+        if self.timeout_s <= 0:
+            raise RadsteerError(f"judge.timeout_s must be > 0, not {self.timeout_s}")
+        if self.max_retries < 0 or self.invalid_answer_retries < 0:
+            raise RadsteerError("judge.max_retries and judge.invalid_answer_retries must be ≥ 0")
+        for name in ("max_calls", "max_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise RadsteerError(f"judge.{name} must be ≥ 0 or unset, not {value}")
+        if self.response_format not in ("json_schema", "json_object", "none"):
+            raise RadsteerError(
+                f"judge.response_format must be json_schema, json_object or none, not {self.response_format!r}"
+            )
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], where: str = "judge") -> JudgeConfig:
+        """Build from a protocol section; unknown keys are an error naming the key."""
+        if "api_key" in data:
+            raise RadsteerError(f"{where}.api_key: keys are not accepted in files; put the key in an "
+                                f"environment variable and name that variable in {where}.api_key_env")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RadsteerError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if "model" not in data:
+            raise RadsteerError(f"{where}.model is missing: name the judge model")
+        return cls(**dict(data))
+
+    def request_settings(self) -> dict[str, Any]:
+        """The parts of the request that shape the answer (hashed into the prompt hash)."""
+        return {"temperature": self.temperature, "max_output_tokens": self.max_output_tokens}
+
+    def read_api_key(self) -> str:
+        if not self.api_key_env:
+            return "unused"  # keyless local servers (vLLM, Ollama); the client insists on a value
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise RadsteerError(
+                f"the judge's API key variable {self.api_key_env} is not set (or empty): export it in the "
+                f"environment; keys are never read from files or the command line"
+            )
+        return key
+
+
+@dataclass
+class JudgeResult:
+    """One item's outcome: an answer or an error, never both."""
+
+    key: Any
+    model: str
+    prompt_hash: str
+    answer: JudgeAnswer | None = None
+    error: str | None = None
+    from_cache: bool = False
+    attempts: int = 0
+    usage: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def on_target(self) -> bool | None:
+        return None if self.answer is None else self.answer.on_target_change
+
+    @property
+    def off_target(self) -> bool | None:
+        return None if self.answer is None else self.answer.off_target_change
+
+    @property
+    def label(self) -> str | None:
+        return None if self.answer is None else label_of(self.answer.on_target_change, self.answer.off_target_change)
+
+    def evidence(self) -> dict[str, Any]:
+        ev: dict[str, Any] = {"prompt_version": PROMPT_VERSION, "from_cache": self.from_cache,
+                              "attempts": self.attempts}
+        if self.answer is not None:
+            a = self.answer
+            ev.update(on_target=a.on_target_evidence, off_target=a.off_target_evidence,
+                      clinically_coherent=a.clinically_coherent, rationale=a.rationale)
+        if self.usage:
+            ev["usage"] = self.usage
+        return ev
+
+    def verdict_row(self, generation_id: int) -> dict[str, Any]:
+        """The `verdicts` row (method "llm_judge") for the store."""
+        return dict(
+            generation_id=int(generation_id), method="llm_judge", on_target=self.on_target,
+            off_target=self.off_target, label=self.label, evidence=self.evidence(),
+            judge_model=self.model, prompt_hash=self.prompt_hash, disagreement=None, error=self.error,
+        )
+
+
+@dataclass
+class JudgeStats:
+    """Counters of one `judge_many` run (what it cost)."""
+
+    items: int = 0
+    cached: int = 0
+    requests: int = 0
+    retries: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class _Budget:
+    """Call and token budget shared by all concurrent requests of a run."""
+
+    def __init__(self, max_calls: int | None, max_tokens: int | None, stats: JudgeStats) -> None:
+        self.max_calls, self.max_tokens, self.stats = max_calls, max_tokens, stats
+
+    def take_call(self) -> str | None:
+        """Reserve one request, or return why the budget forbids it."""
+        if self.max_calls is not None and self.stats.requests >= self.max_calls:
+            return f"{BUDGET_EXHAUSTED}: max_calls={self.max_calls} requests already sent"
+        used = self.stats.prompt_tokens + self.stats.completion_tokens
+        if self.max_tokens is not None and used >= self.max_tokens:
+            return f"{BUDGET_EXHAUSTED}: {used} of max_tokens={self.max_tokens} tokens used"
+        self.stats.requests += 1
+        return None
+
+
+class LLMJudge:
+    """Judge many items concurrently; see the module docstring for the guarantees.
+
+    >>> judge = LLMJudge(JudgeConfig(model="gpt-4o-mini", api_key_env="OPENAI_API_KEY"))
+    >>> results = judge.judge_many(items, cache=StoreJudgeCache(store))
+    """
+
+    def __init__(self, config: JudgeConfig) -> None:
+        self.config = config
+        self._api_key = config.read_api_key()  # fail early, before any work is done
+        self._response_format: ResponseFormat = config.response_format
+        self.stats = JudgeStats()
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"LLMJudge(model={self.config.model!r}, base_url={self.config.base_url!r})"
+
+    # ---- public API -----------------------------------------------------------------------
+
+    def prompt_hash(self, item: JudgeItem) -> str:
+        return prompt_hash(build_messages(item), self.config.request_settings())
+
+    def judge_many(
+        self,
+        items: Sequence[JudgeItem],
+        *,
+        cache: JudgeCache | None = None,
+        on_result: Callable[[JudgeResult], None] | None = None,
+    ) -> list[JudgeResult]:
+        """Blocking wrapper of `ajudge_many` (results in the order of `items`)."""
+        return asyncio.run(self.ajudge_many(items, cache=cache, on_result=on_result))
+
+    async def ajudge_many(
+        self,
+        items: Sequence[JudgeItem],
+        *,
+        cache: JudgeCache | None = None,
+        on_result: Callable[[JudgeResult], None] | None = None,
+    ) -> list[JudgeResult]:
+        """Judge `items`; `on_result` is called as each finishes (to store it at once)."""
+        import openai  # lazily: reading results never needs the client
+
+        cfg = self.config
+        self.stats = stats = JudgeStats(items=len(items))
+        results: list[JudgeResult | None] = [None] * len(items)
+        # One request per distinct prompt; identical items share the answer.
+        by_hash: dict[str, list[int]] = {}
+        messages: dict[str, list[dict[str, str]]] = {}
+        for i, item in enumerate(items):
+            msgs = build_messages(item)
+            h = prompt_hash(msgs, cfg.request_settings())
+            by_hash.setdefault(h, []).append(i)
+            messages[h] = msgs
+
+        def deliver(h: str, template: JudgeResult) -> None:
+            for i in by_hash[h]:
+                res = JudgeResult(**{**template.__dict__, "key": items[i].key})
+                results[i] = res
+                if res.error is not None:
+                    stats.errors += 1
+                if on_result is not None:
+                    on_result(res)
+
+        cached = cache.get_many(cfg.model, by_hash) if cache is not None else {}
+        for h, response in cached.items():
+            try:
+                answer = JudgeAnswer.model_validate(response["answer"])
+            except Exception:  # a cache row from an older schema: ask again
+                continue
+            stats.cached += len(by_hash[h])
+            deliver(h, JudgeResult(key=None, model=cfg.model, prompt_hash=h, answer=answer, from_cache=True,
+                                   usage=dict(response.get("usage") or {})))
+        pending = [h for h in by_hash if results[by_hash[h][0]] is None]
+        if pending:
+            budget = _Budget(cfg.max_calls, cfg.max_tokens, stats)
+            sem = asyncio.Semaphore(cfg.concurrency)
+            client = openai.AsyncOpenAI(api_key=self._api_key, base_url=cfg.base_url, timeout=cfg.timeout_s,
+                                        max_retries=0)
+            try:
+                async def one(h: str) -> None:
+                    async with sem:
+                        res = await self._ask(client, openai, h, messages[h], budget)
+                    if res.answer is not None and cache is not None:
+                        cache.put(cfg.model, h, {"answer": res.answer.model_dump(), "usage": res.usage})
+                    deliver(h, res)
+
+                await asyncio.gather(*(one(h) for h in pending))
+            finally:
+                await client.close()
+        return [r for r in results if r is not None]
+
+    # ---- one request, with retries --------------------------------------------------------
+
+    def _request_kwargs(self, msgs: list[dict[str, str]], fmt: ResponseFormat) -> dict[str, Any]:
+        cfg = self.config
+        kwargs: dict[str, Any] = {"model": cfg.model, "messages": msgs}
+        if cfg.temperature is not None:
+            kwargs["temperature"] = cfg.temperature
+        if cfg.max_output_tokens is not None:
+            kwargs["max_tokens"] = cfg.max_output_tokens
+        if fmt == "json_schema":
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "steering_change_verdict", "strict": True, "schema": ANSWER_JSON_SCHEMA},
+            }
+        elif fmt == "json_object":
+            kwargs["response_format"] = {"type": "json_object"}
+        return kwargs
+
+    async def _ask(self, client: Any, openai: Any, h: str, msgs: list[dict[str, str]], budget: _Budget) -> JudgeResult:
+        cfg = self.config
+        res = JudgeResult(key=None, model=cfg.model, prompt_hash=h)
+        retries = invalid = 0
+        while True:
+            refusal = budget.take_call()
+            if refusal is not None:
+                res.error = refusal if res.attempts == 0 else f"{refusal} (after {res.attempts} attempts)"
+                return res
+            res.attempts += 1
+            fmt = self._response_format
+            try:
+                resp = await asyncio.wait_for(
+                    client.chat.completions.create(**self._request_kwargs(msgs, fmt)), timeout=cfg.timeout_s * 2 + 5
+                )
+            except (openai.APIConnectionError, openai.APIStatusError, asyncio.TimeoutError) as exc:
+                status = getattr(exc, "status_code", None)
+                if status == 400 and fmt == "json_schema" and "response_format" in str(exc).lower():
+                    if self._response_format == "json_schema":  # once, though many requests may see it
+                        log.warning("the judge server refused response_format json_schema; using json_object")
+                        self._response_format = "json_object"
+                    continue
+                retryable = status is None or status in _RETRYABLE_STATUS or status >= 500
+                if not retryable or retries >= cfg.max_retries:
+                    tail = f" after {res.attempts} attempts" if res.attempts > 1 else ""
+                    res.error = f"{self._describe(exc)}{tail}"
+                    return res
+                delay = self._backoff(retries, exc)
+                retries += 1
+                self.stats.retries += 1
+                await asyncio.sleep(delay)
+                continue
+            except openai.OpenAIError as exc:
+                res.error = self._describe(exc)
+                return res
+            usage = getattr(resp, "usage", None)
+            if usage is not None:
+                pt, ct = int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0)
+                self.stats.prompt_tokens += pt
+                self.stats.completion_tokens += ct
+                res.usage = {"prompt_tokens": res.usage.get("prompt_tokens", 0) + pt,
+                             "completion_tokens": res.usage.get("completion_tokens", 0) + ct}
+            try:
+                res.answer = parse_answer(self._content(resp))
+                return res
+            except InvalidAnswer as exc:
+                if invalid < cfg.invalid_answer_retries:
+                    invalid += 1
+                    continue
+                res.error = f"invalid judge answer: {self._redact(str(exc))}"
+                return res
+
+    @staticmethod
+    def _content(resp: Any) -> str | None:
+        choices = getattr(resp, "choices", None) or []
+        if not choices:
+            raise InvalidAnswer("response has no choices")
+        message = choices[0].message
+        if getattr(message, "refusal", None):
+            raise InvalidAnswer(f"the model refused: {str(message.refusal)[:200]}")
+        return message.content
+
+    def _backoff(self, retry: int, exc: BaseException) -> float:
+        """Exponential backoff with full jitter, or the server's Retry-After when it gives one."""
+        cfg = self.config
+        retry_after = _retry_after_seconds(exc)
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), cfg.backoff_max_s)
+        cap = min(cfg.backoff_max_s, cfg.backoff_base_s * (2**retry))
+        return random.uniform(cap / 2, cap)  # noqa: S311 - jitter, not cryptography
+
+    def _describe(self, exc: BaseException) -> str:
+        status = getattr(exc, "status_code", None)
+        if isinstance(exc, asyncio.TimeoutError) or type(exc).__name__ == "APITimeoutError":
+            return f"timeout: no answer within {self.config.timeout_s:g} s"
+        name = type(exc).__name__
+        text = self._redact(str(exc))[:300]
+        return f"HTTP {status} {name}: {text}" if status else f"{name}: {text}"
+
+    def _redact(self, text: str) -> str:
+        key = self._api_key
+        return text.replace(key, "[redacted]") if key and key != "unused" else text
+
+
+def _retry_after_seconds(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            import email.utils
+            import time
+
+            parsed = email.utils.parsedate_tz(value)
+            if parsed is None:
+                continue
+            seconds = email.utils.mktime_tz(parsed) - time.time()
+        if math.isfinite(seconds):
+            return seconds
+    return None
