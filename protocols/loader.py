@@ -1,0 +1,123 @@
+"""Load a protocol YAML file; every error names the file, the line and the field."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from protocols.schema import Protocol
+from steering.errors import RadsteerError
+from steering.store import stable_hash
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass
+class LoadedProtocol:
+    protocol: Protocol
+    path: Path
+    text: str  # the file as written, frozen into the run directory
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, p: str | os.PathLike[str]) -> Path:
+        """Paths in a protocol are relative to the protocol file."""
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else (self.base_dir / q).resolve()
+
+    def canonical(self) -> dict[str, Any]:
+        return self.protocol.model_dump(mode="json")
+
+    def canonical_hash(self) -> str:
+        """Hash of the validated protocol (defaults filled in, key order irrelevant)."""
+        return stable_hash(self.canonical())
+
+
+def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """Map each key path of a YAML document to its 1-based line."""
+    out = {} if out is None else out
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            out[(*path, key)] = key_node.start_mark.line + 1
+            _line_index(value_node, (*path, key), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, (*path, i), out)
+    return out
+
+
+def _line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
+    loc = tuple(loc)
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return lines.get(())
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _expand_env(value: Any, path: tuple, file: Path, lines: dict[tuple, int]) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand_env(v, (*path, k), file, lines) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, (*path, i), file, lines) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise RadsteerError(
+            f"{file}:{_line_of(lines, path)}: {_dotted(path)}: environment variable {name} is not set"
+        )
+
+    return _ENV.sub(sub, value)
+
+
+def load_protocol(path: str | os.PathLike[str]) -> LoadedProtocol:
+    file = Path(path)
+    if not file.exists():
+        raise RadsteerError(f"protocol file not found: {file}")
+    try:
+        text = file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RadsteerError(f"cannot read protocol {file}: {exc}") from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark is not None else str(file)
+        raise RadsteerError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict):
+        raise RadsteerError(f"{file}: a protocol must be a YAML mapping of fields")
+    lines = _line_index(node) if node is not None else {}
+    data = _expand_env(data, (), file, lines)
+    try:
+        protocol = Protocol.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise RadsteerError(f"{file}:{_line_of(lines, loc)}: {_dotted(loc)}: {msg}{more}") from None
+    return LoadedProtocol(protocol=protocol, path=file.resolve(), text=text)

@@ -1,0 +1,151 @@
+"""The study protocol: one YAML file that says everything a study does.
+
+Validated by pydantic; `protocols.loader.load_protocol` turns every validation error into one
+line naming the file, the line and the field. Unknown fields are errors (a typo must not be
+silently ignored), and secrets never sit in a protocol: the judge names the *environment
+variable* that holds its API key.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    kind: Literal["maira2", "hf_causal_lm", "demo"]
+    path: str | None = None  # a local directory (not needed for `demo`)
+    dtype: str = "auto"  # auto → bf16 on GPU, fp32 on CPU
+    device: str = "auto"
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> ModelSpec:
+        if self.kind != "demo" and not self.path:
+            raise ValueError(f"model.path is required for model kind {self.kind!r}")
+        return self
+
+
+class FeatureSpec(_Strict):
+    id: str  # SAE feature as "f1599" / "1599", or a concept-vector id
+    description: str = ""
+    targets: list[str] = Field(default_factory=list)  # lexicon concept ids or synonyms
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_as_text(cls, v: object) -> object:
+        return str(v) if isinstance(v, int) else v
+
+
+class ConceptExample(_Strict):
+    """Example sentences with and without a concept, for difference-of-means vectors."""
+
+    id: str
+    description: str = ""
+    targets: list[str] = Field(default_factory=list)
+    positive: list[str] = Field(min_length=1)
+    negative: list[str] = Field(min_length=1)
+
+
+class FeatureSource(_Strict):
+    source: Literal["sae", "concept"]
+    path: str  # SAE file/folder, or the folder concept vectors are written to / read from
+    format: Literal["auto", "dictionary_learning", "saelens"] = "auto"
+    normalisation_factor: float | None = None
+    items: list[FeatureSpec] = Field(min_length=1)
+    concepts: list[ConceptExample] = Field(default_factory=list)  # how concept vectors are built
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> FeatureSource:
+        seen: set[str] = set()
+        for f in self.items:
+            if f.id in seen:
+                raise ValueError(f"feature id {f.id!r} is listed twice")
+            seen.add(f.id)
+        return self
+
+
+class SteeringOptions(_Strict):
+    vector_space: Literal["residual", "sae_input"] = "residual"
+    unit_norm: bool = False
+    positions: Literal["all", "prompt", "generated"] = "all"
+    exclude: list[Literal["special", "image"]] = Field(default_factory=list)
+
+
+class GenerationOptions(_Strict):
+    max_new_tokens: int = Field(default=64, ge=1, le=4096)
+    do_sample: bool = False
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    seed: int = 0
+    batch_size: int = Field(default=8, ge=1)
+
+
+class SplitOptions(_Strict):
+    tune_fraction: float = Field(default=0.0, ge=0, lt=1)
+    seed: int = 0
+    use: Literal["test", "tune", "all"] = "all"
+
+
+class CaseSource(_Strict):
+    path: str  # JSONL, one case per line
+    limit: int | None = Field(default=None, ge=1)
+    split: SplitOptions = Field(default_factory=SplitOptions)
+
+
+class JudgeOptions(_Strict):
+    base_url: str | None = None  # any OpenAI-compatible endpoint; None → OpenAI
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"  # the NAME of the variable, never the key
+    concurrency: int = Field(default=8, ge=1, le=256)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    max_calls: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+
+
+class EvaluationOptions(_Strict):
+    extractor: Literal["lexicon", "radgraph", "radgraph-xl"] = "lexicon"
+    radgraph_cache: str | None = None
+    judge: JudgeOptions | None = None
+
+
+class AnnotationOptions(_Strict):
+    annotators_file: str | None = None
+    overlap: float = Field(default=0.2, ge=0, le=1)
+    blinded: bool = True
+    disagreements_first: bool = True
+    seed: int = 0
+
+
+class ReportOptions(_Strict):
+    title: str | None = None
+    examples: int = Field(default=12, ge=0)
+    multiplicity: Literal["holm", "fdr_bh"] = "holm"
+
+
+class Protocol(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # also the run directory's name
+    description: str = ""
+    model: ModelSpec
+    features: FeatureSource
+    layer: int
+    alphas: list[float] = Field(min_length=1)
+    steering: SteeringOptions = Field(default_factory=SteeringOptions)
+    generation: GenerationOptions = Field(default_factory=GenerationOptions)
+    cases: CaseSource
+    evaluation: EvaluationOptions = Field(default_factory=EvaluationOptions)
+    annotation: AnnotationOptions = Field(default_factory=AnnotationOptions)
+    report: ReportOptions = Field(default_factory=ReportOptions)
+    seed: int = 0
+
+    @field_validator("alphas")
+    @classmethod
+    def _alphas_distinct(cls, v: list[float]) -> list[float]:
+        if len(set(v)) != len(v):
+            raise ValueError("α values must be distinct")
+        return v

@@ -1,0 +1,304 @@
+"""The steering engine: plan rows, pack them into batches, generate, store, resume.
+
+One row = (case, feature, α). Each case has one unsteered baseline row (feature "", α = 0);
+every feature × non-zero α is a steered row. A batch carries rows of different features and α
+in a single `generate` call: each row gets its own vector and coefficient (see `SteeringHook`),
+prompts are left-padded, and rows are grouped by prompt length to waste little padding.
+Per-case work (MAIRA-2's image features) is done once per case and reused by all of its rows.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig, LogitsProcessorList
+
+from steering.adapters import ModelAdapter
+from steering.errors import RadsteerError
+from steering.feature_bank import FeatureBank, VectorSpace
+from steering.hooks import PositionPolicy, SteeringHook, prompt_steer_mask
+from steering.sampling import SeededSampler
+from steering.store import BASELINE_FEATURE, StudyStore, stable_hash
+
+
+@dataclass(frozen=True)
+class SteeringSpec:
+    """Where and how vectors are added (recorded in the manifest and the settings hash)."""
+
+    layer: int
+    space: VectorSpace = "residual"
+    unit_norm: bool = False
+    positions: PositionPolicy = "all"
+    exclude: tuple[str, ...] = ()  # "special" and/or "image" token ids left unsteered
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PlannedRow:
+    case_id: str
+    feature_id: str  # BASELINE_FEATURE ("") for the unsteered row
+    alpha: float
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.feature_id == BASELINE_FEATURE
+
+    def key(self) -> tuple[str, str, float]:
+        return (self.case_id, self.feature_id, float(self.alpha))
+
+
+@dataclass
+class GenerationResult:
+    row: PlannedRow
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "eos" | "length"
+    seconds: float  # the batch's wall time shared equally among its rows
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+    def store_row(self, settings_hash: str) -> dict[str, Any]:
+        return dict(
+            case_id=self.row.case_id, feature_id=self.row.feature_id, alpha=float(self.row.alpha),
+            settings_hash=settings_hash, text=self.text, n_tokens=self.n_tokens,
+            finish_reason=self.finish_reason, seconds=self.seconds,
+        )
+
+
+@dataclass
+class SweepReport:
+    planned: int
+    already_stored: int
+    generated: int
+    batches: int
+    seconds: float
+    per_case_extras: Counter = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        return (
+            f"{self.planned} rows planned, {self.already_stored} already stored, {self.generated} generated "
+            f"in {self.batches} batches ({self.seconds:.1f} s)"
+        )
+
+
+def plan_rows(case_ids: Sequence[str], feature_ids: Sequence[str], alphas: Sequence[float]) -> list[PlannedRow]:
+    """One baseline per case, then every feature × non-zero α (α = 0 *is* the baseline)."""
+    rows: list[PlannedRow] = []
+    for case_id in case_ids:
+        rows.append(PlannedRow(case_id, BASELINE_FEATURE, 0.0))
+        rows.extend(PlannedRow(case_id, f, float(a)) for f in feature_ids for a in alphas if float(a) != 0.0)
+    return rows
+
+
+class SteeringEngine:
+    """Generates steered and baseline reports for planned rows, in batches."""
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        bank: FeatureBank | None = None,
+        *,
+        spec: SteeringSpec,
+        settings: GenerationSettings | None = None,
+        batch_size: int = 8,
+    ) -> None:
+        if batch_size < 1:
+            raise RadsteerError(f"batch size must be at least 1, not {batch_size}")
+        self.adapter = adapter
+        self.bank = bank
+        self.spec = spec
+        self.settings = settings or GenerationSettings()
+        self.batch_size = batch_size
+        self.layer_module = adapter.layer(spec.layer)
+        if bank is not None:
+            bank.check_width(adapter.hidden_size, adapter.name)
+        self._exclude_ids = adapter.excluded_token_ids(spec.exclude)
+        self._prompt_cache: dict[str, list[int]] = {}
+        self.extras_calls: Counter = Counter()  # per case: how often case_extras ran
+
+    # -- identity ---------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """Everything that decides the generated text, for the manifest and the settings hash."""
+        return {
+            "model": self.adapter.name,
+            "layer": self.spec.layer,
+            "layer_module": self.adapter.layer_module_path(self.spec.layer),
+            "steering": asdict(self.spec),
+            "generation": asdict(self.settings),
+            "normalisation_factor": self.bank.normalisation_factor if self.bank else None,
+            "feature_bank": self.bank.provenance.get("sha256") if self.bank else None,
+        }
+
+    def settings_hash(self) -> str:
+        return stable_hash(self.describe())[:16]
+
+    # -- planning ---------------------------------------------------------------------------
+    def prompt_ids(self, case_id: str, case: Mapping[str, Any]) -> list[int]:
+        if case_id not in self._prompt_cache:
+            self._prompt_cache[case_id] = self.adapter.prompt_ids(case)
+        return self._prompt_cache[case_id]
+
+    def batches(self, cases: Mapping[str, Mapping[str, Any]], rows: Sequence[PlannedRow]) -> list[list[PlannedRow]]:
+        """Rows grouped by prompt length (then case, so a case's rows stay together)."""
+        for r in rows:
+            if r.case_id not in cases:
+                raise RadsteerError(f"row for unknown case {r.case_id!r}")
+        ordered = sorted(rows, key=lambda r: (len(self.prompt_ids(r.case_id, cases[r.case_id])), r.case_id,
+                                              r.feature_id, r.alpha))
+        return [ordered[i : i + self.batch_size] for i in range(0, len(ordered), self.batch_size)]
+
+    # -- generation -------------------------------------------------------------------------
+    def generate(
+        self,
+        cases: Mapping[str, Mapping[str, Any]],
+        rows: Sequence[PlannedRow],
+        *,
+        progress: bool = False,
+        on_batch: Callable[[list[GenerationResult]], None] | None = None,
+    ) -> list[GenerationResult]:
+        """Generate every row; `on_batch` receives each finished batch (e.g. to store it)."""
+        results: list[GenerationResult] = []
+        for batch_results in self._iter_batches(cases, rows, progress=progress):
+            if on_batch is not None:
+                on_batch(batch_results)
+            results.extend(batch_results)
+        return results
+
+    def _iter_batches(
+        self, cases: Mapping[str, Mapping[str, Any]], rows: Sequence[PlannedRow], *, progress: bool
+    ) -> Iterator[list[GenerationResult]]:
+        batches = self.batches(cases, rows)
+        remaining = Counter(r.case_id for r in rows)
+        extras: dict[str, dict[str, Any]] = {}
+        bar = tqdm(total=len(rows), unit="row", desc="generating", disable=not progress, dynamic_ncols=True)
+        try:
+            for batch in batches:
+                for r in batch:
+                    if r.case_id not in extras:
+                        extras[r.case_id] = self.adapter.case_extras(cases[r.case_id])
+                        self.extras_calls[r.case_id] += 1
+                out = self._generate_batch(cases, batch, extras)
+                for r in batch:  # free per-case features (images) once the case is done
+                    remaining[r.case_id] -= 1
+                    if remaining[r.case_id] == 0:
+                        extras.pop(r.case_id, None)
+                bar.update(len(batch))
+                yield out
+        finally:
+            bar.close()
+
+    def _row_vectors(self, batch: Sequence[PlannedRow]) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.adapter.hidden_size
+        vectors = torch.zeros(len(batch), d)
+        steered = [i for i, r in enumerate(batch) if not r.is_baseline]
+        if steered:
+            if self.bank is None:
+                raise RadsteerError("steered rows need a feature bank")
+            vectors[steered] = self.bank.vectors(
+                [batch[i].feature_id for i in steered], space=self.spec.space, unit_norm=self.spec.unit_norm
+            )
+        coefficients = torch.tensor([float(r.alpha) for r in batch])
+        return vectors, coefficients
+
+    def _row_seed(self, row: PlannedRow) -> int:
+        # Same seed for a case's baseline and steered rows: they share their randomness.
+        return (self.settings.seed * 1_000_003 + zlib.crc32(row.case_id.encode())) % (2**31)
+
+    @torch.inference_mode()
+    def _generate_batch(
+        self, cases: Mapping[str, Mapping[str, Any]], batch: Sequence[PlannedRow], extras: Mapping[str, dict]
+    ) -> list[GenerationResult]:
+        adapter = self.adapter
+        device = adapter.device
+        prompts = [self.prompt_ids(r.case_id, cases[r.case_id]) for r in batch]
+        width = max(len(p) for p in prompts)
+        pad = adapter.pad_token_id
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, p in enumerate(prompts):  # left padding: generation continues every row at the end
+            input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            attention_mask[i, width - len(p) :] = 1
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        embeds = adapter.embed(input_ids, [extras[r.case_id] for r in batch])
+
+        eos = adapter.eos_token_ids
+        gen_config = GenerationConfig(
+            max_new_tokens=self.settings.max_new_tokens, do_sample=False, num_beams=1,
+            pad_token_id=pad, eos_token_id=eos or None,
+        )
+        processors = LogitsProcessorList()
+        if self.settings.do_sample:
+            processors.append(SeededSampler([self._row_seed(r) for r in batch],
+                                            temperature=self.settings.temperature, top_p=self.settings.top_p))
+        start = time.perf_counter()
+        if all(r.is_baseline for r in batch):
+            out = adapter.model.generate(inputs_embeds=embeds, attention_mask=attention_mask,
+                                         generation_config=gen_config, logits_processor=processors)
+        else:
+            vectors, coefficients = self._row_vectors(batch)
+            hook = SteeringHook(
+                self.layer_module, vectors.to(device), coefficients.to(device),
+                prompt_mask=prompt_steer_mask(input_ids, attention_mask, self.spec.positions, self._exclude_ids),
+                policy=self.spec.positions, embedding=adapter.model.get_input_embeddings(),
+                exclude_ids=self._exclude_ids,
+            )
+            with hook:
+                out = adapter.model.generate(inputs_embeds=embeds, attention_mask=attention_mask,
+                                             generation_config=gen_config, logits_processor=processors)
+        seconds = (time.perf_counter() - start) / len(batch)
+        sequences = out if isinstance(out, torch.Tensor) else out.sequences
+        return [self._result(r, sequences[i].tolist(), eos, seconds) for i, r in enumerate(batch)]
+
+    def _result(self, row: PlannedRow, new_tokens: list[int], eos: list[int], seconds: float) -> GenerationResult:
+        eos_set = set(eos)
+        cut = next((i for i, t in enumerate(new_tokens) if t in eos_set), None)
+        tokens = new_tokens if cut is None else new_tokens[: cut + 1]
+        return GenerationResult(
+            row=row, text=self.adapter.decode(tokens), token_ids=tokens,
+            finish_reason="length" if cut is None else "eos", seconds=seconds,
+        )
+
+    # -- sweeps -----------------------------------------------------------------------------
+    def sweep(
+        self,
+        store: StudyStore,
+        cases: Mapping[str, Mapping[str, Any]],
+        rows: Sequence[PlannedRow],
+        *,
+        progress: bool = True,
+    ) -> SweepReport:
+        """Generate every planned row not yet stored; each finished batch is committed at once,
+        so a killed sweep loses at most the batch in flight and resumes where it stopped."""
+        start = time.perf_counter()
+        settings_hash = self.settings_hash()
+        done = store.generation_keys(settings_hash)
+        todo = [r for r in rows if r.key() not in done]
+        n_batches = 0
+
+        def write(batch: list[GenerationResult]) -> None:
+            nonlocal n_batches
+            store.add_generations([res.store_row(settings_hash) for res in batch])
+            n_batches += 1
+
+        self.generate(cases, todo, progress=progress, on_batch=write)
+        return SweepReport(
+            planned=len(rows), already_stored=len(rows) - len(todo), generated=len(todo), batches=n_batches,
+            seconds=time.perf_counter() - start, per_case_extras=Counter(self.extras_calls),
+        )
