@@ -49,8 +49,10 @@ def combine_verdicts(
         row["judge_model"], row["prompt_hash"] = judge.get("judge_model"), judge.get("prompt_hash")
 
     if e["status"] != "ok" and j["status"] != "ok":
+        why = (f"both methods {_why(e)}" if _why(e) == _why(j)
+               else f"entity_diff {_why(e)}; llm_judge {_why(j)}")
         return {**row, "on_target": None, "off_target": None, "label": None, "disagreement": None,
-                "error": f"no usable verdict: entity_diff {_why(e)}; llm_judge {_why(j)}"}
+                "error": f"no usable verdict: {why}"}
     if e["status"] != "ok" or j["status"] != "ok":
         used, other, missing = ("llm_judge", j, e) if j["status"] == "ok" else ("entity_diff", e, j)
         unused = "entity_diff" if used == "llm_judge" else "llm_judge"
