@@ -1,0 +1,192 @@
+"""Map the radgraph package's annotation dicts onto the common Entity schema.
+
+Pure Python (no torch) so it can be tested on hand-written dicts. RadGraph's output per report:
+``{"text": "tok tok ...", "entities": {"1": {"tokens", "label", "start_ix", "end_ix",
+"relations": [[relation, target_key], ...]}}}`` where labels are "Observation::definitely
+present|absent", "Observation::uncertain", "Anatomy::definitely present" (RadGraph-XL adds
+"Observation::measurement::..."; the 2021 release used OBS-DP / OBS-DA / OBS-U / ANAT-DP) and
+relations are ``modify``, ``located_at`` and ``suggestive_of`` from the entity that carries them.
+
+Following the radgraph package's own reading (`radgpt.get_radgraph_processed_annotations`):
+an entity that *modifies* another is a qualifier, not a finding of its own. Qualifiers that
+are laterality or severity words become the head's ``modifiers``; a head observation is absent
+if anything in its modifier chain is absent, else uncertain if anything is uncertain. An
+observation's ``anatomy`` is the phrase of its ``located_at`` targets (with their own
+modifiers). ``suggestive_of`` is not mapped.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from evaluation.entities import Assertion, Entity, EntityKind
+
+Normaliser = Callable[[str], "str | None"]
+
+LATERALITY = {
+    "left": "left",
+    "right": "right",
+    "bilateral": "bilateral",
+    "bilaterally": "bilateral",
+    "both": "bilateral",
+    "bibasilar": "bilateral",
+    "bibasal": "bilateral",
+    "biapical": "bilateral",
+}
+SEVERITY = {
+    "trace": "trace",
+    "minimal": "minimal",
+    "minimally": "minimal",
+    "tiny": "tiny",
+    "small": "small",
+    "mild": "mild",
+    "mildly": "mild",
+    "moderate": "moderate",
+    "moderately": "moderate",
+    "large": "large",
+    "severe": "severe",
+    "severely": "severe",
+    "massive": "massive",
+    "extensive": "extensive",
+    "marked": "marked",
+    "markedly": "marked",
+}
+
+
+def parse_label(label: str) -> tuple[EntityKind, Assertion] | None:
+    """RadGraph label -> (kind, assertion); None for labels outside the schema."""
+    low = label.lower()
+    kind: EntityKind
+    if low.startswith(("observation", "obs")):
+        kind = "observation"
+    elif low.startswith(("anatomy", "anat")):
+        kind = "anatomy"
+    else:
+        return None
+    if "absent" in low or low.endswith("-da"):
+        return kind, "absent"
+    if "uncertain" in low or low.endswith("-u"):
+        return kind, "uncertain"
+    return kind, "present"
+
+
+def align_tokens(report: str, tokens: Sequence[str]) -> list[tuple[int, int]]:
+    """Character span of each RadGraph token in the original report (tokens are substrings in
+    order after the package's re-spacing); (-1, -1) where a token was rewritten."""
+    spans: list[tuple[int, int]] = []
+    cursor = 0
+    for tok in tokens:
+        at = report.find(tok, cursor)
+        if at < 0:
+            spans.append((-1, -1))
+            continue
+        spans.append((at, at + len(tok)))
+        cursor = at + len(tok)
+    return spans
+
+
+def _modifier_graph(entities: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, list[str]], set[str], dict[str, list[str]]]:
+    """(head -> its direct modifiers, keys that modify something, observation -> anatomies)."""
+    modified_by: dict[str, list[str]] = defaultdict(list)
+    modifiers: set[str] = set()
+    located: dict[str, list[str]] = defaultdict(list)
+    for key in sorted(entities, key=int):
+        for relation, target in entities[key].get("relations", []):
+            if target == key or target not in entities:
+                continue
+            if relation == "modify":
+                if key in modified_by.get(target, []) or target in modified_by.get(key, []):
+                    continue  # a 2-cycle: keep the first direction seen, as radgraph's filter_loop does
+                modified_by[target].append(key)
+                modifiers.add(key)
+            elif relation == "located_at":
+                located[key].append(target)
+    return modified_by, modifiers, located
+
+
+def _chain(key: str, modified_by: Mapping[str, list[str]]) -> list[str]:
+    """Every entity that modifies `key`, directly or through other modifiers (cycle-safe)."""
+    seen: set[str] = {key}
+    order: list[str] = []
+    stack = list(modified_by.get(key, []))
+    while stack:
+        k = stack.pop()
+        if k in seen:
+            continue
+        seen.add(k)
+        order.append(k)
+        stack.extend(modified_by.get(k, []))
+    return order
+
+
+def entities_from_radgraph(
+    doc: Mapping[str, Any], report: str, *, normalise: Normaliser | None = None
+) -> list[Entity]:
+    """One report's RadGraph annotation -> common-schema entities, in text order."""
+    ents: Mapping[str, Mapping[str, Any]] = doc.get("entities", {})
+    tokens = str(doc.get("text", "")).split()
+    spans = align_tokens(report, tokens)
+    parsed = {k: parse_label(str(v["label"])) for k, v in ents.items()}
+    modified_by, modifiers, located = _modifier_graph(ents)
+
+    def pos(k: str) -> tuple[int, int]:
+        return int(ents[k]["start_ix"]), int(ents[k]["end_ix"])
+
+    def surface(k: str) -> tuple[str, int, int]:
+        s, e = pos(k)
+        if 0 <= s <= e < len(spans) and spans[s][0] >= 0 and spans[e][1] >= 0:
+            return report[spans[s][0] : spans[e][1]], spans[s][0], spans[e][1]
+        return str(ents[k]["tokens"]), -1, -1
+
+    def phrase(keys: Sequence[str]) -> str:
+        """The words the entities cover, once each, in text order (entities may overlap)."""
+        covered = sorted({i for k in keys for i in range(pos(k)[0], pos(k)[1] + 1) if 0 <= i < len(tokens)})
+        return " ".join(tokens[i] for i in covered).lower().strip(" .,;:")
+
+    def qualifier_words(keys: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for k in sorted(keys, key=pos):
+            for word in surface(k)[0].lower().replace("-", " ").split():
+                word = word.strip(".,;:()")
+                if word in LATERALITY:
+                    found.setdefault("laterality", LATERALITY[word])
+                if word in SEVERITY:
+                    found.setdefault("severity", SEVERITY[word])
+        return found
+
+    out: list[tuple[tuple[int, int], Entity]] = []
+    for key, kind_assertion in parsed.items():
+        if kind_assertion is None or key in modifiers:
+            continue
+        kind, assertion = kind_assertion
+        chain = [k for k in _chain(key, modified_by) if parsed.get(k) is not None]
+        text, start, end = surface(key)
+        mods = qualifier_words(chain)
+        anatomy: str | None = None
+        if kind == "observation":
+            labels = [parsed[k][1] for k in [key, *chain] if parsed.get(k)]  # type: ignore[index]
+            assertion = "absent" if "absent" in labels else "uncertain" if "uncertain" in labels else "present"
+            anatomy_keys = sorted((a for a in located.get(key, []) if parsed.get(a)), key=pos)
+            phrases = [phrase([a, *_chain(a, modified_by)]) for a in anatomy_keys]
+            anatomy = ", ".join(dict.fromkeys(p for p in phrases if p)) or None
+            for k, v in qualifier_words([k for a in anatomy_keys for k in [a, *_chain(a, modified_by)]]).items():
+                mods.setdefault(k, v)
+        concept = None
+        if normalise is not None:
+            qualifiers = [k for k in chain if not qualifier_words([k])]
+            candidates = [phrase([key, *qualifiers]), f"{anatomy} {text}" if anatomy else "", text]
+            concept = next((c for c in (normalise(x) for x in candidates if x) if c), None)
+        out.append((pos(key), Entity(text, kind, assertion, concept, mods, anatomy, start, end)))
+    return [entity for _, entity in sorted(out, key=lambda item: item[0])]
+
+
+def load_lexicon_normaliser() -> Normaliser | None:
+    """The lexicon backend's phrase -> concept id function, when that backend is installed."""
+    try:
+        from evaluation import lexicon
+    except ImportError:
+        return None
+    fn = getattr(lexicon, "normalise_concept", None)
+    return fn if callable(fn) else None
