@@ -176,8 +176,12 @@ def entities_from_radgraph(
         concept = None
         if normalise is not None:
             qualifiers = [k for k in chain if not qualifier_words([k])]
-            candidates = [phrase([key, *qualifiers]), f"{anatomy} {text}" if anatomy else "", text]
-            concept = next((c for c in (normalise(x) for x in candidates if x) if c), None)
+            candidates = [phrase([key, *qualifiers])]
+            if anatomy:  # e.g. "effusion" located at "left pleural" -> try "pleural effusion" too
+                core = " ".join(w for w in anatomy.split() if w.strip(",") not in LATERALITY)
+                candidates += [f"{anatomy} {text}", f"{core} {text}".strip()]
+            candidates.append(text)
+            concept = next((c for c in map(normalise, dict.fromkeys(candidates)) if c), None)
         out.append((pos(key), Entity(text, kind, assertion, concept, mods, anatomy, start, end)))
     return [entity for _, entity in sorted(out, key=lambda item: item[0])]
 

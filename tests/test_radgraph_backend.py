@@ -1,0 +1,348 @@
+"""RadGraph backend: a tiny random-weight archive in the package's real format, loaded and run by
+the radgraph package's own code offline; the mapping onto the Entity schema; offline errors."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from evaluation.entities import Entity
+from evaluation.radgraph_mapping import (
+    LATERALITY,
+    SEVERITY,
+    align_tokens,
+    entities_from_radgraph,
+    parse_label,
+)
+from protocols.errors import RadsteerError
+
+REPORTS = [
+    "Small left pleural effusion. No pneumothorax.",
+    "",
+    "Heart size is normal, lungs clear.",
+    "Normal",
+    "Possible right lower lobe consolidation, likely atelectasis. Unchanged mild cardiomegaly "
+    "compared with prior.",
+    "Bilateral pleural effusions, moderate on the right. Pacemaker in place.",
+]
+
+
+# --- the mapping, on hand-written radgraph-style output ------------------------------------
+
+
+def _doc() -> tuple[str, dict]:
+    report = "Small left pleural effusion. No pneumothorax. Possible right lower lobe consolidation."
+    text = "Small left pleural effusion . No pneumothorax . Possible right lower lobe consolidation ."
+    # token index:  0     1    2       3      4 5  6            7 8        9     10    11   12
+    ents = {
+        "1": {"tokens": "Small", "label": "Observation::definitely present", "start_ix": 0, "end_ix": 0,
+              "relations": [["modify", "4"]]},
+        "2": {"tokens": "left", "label": "Anatomy::definitely present", "start_ix": 1, "end_ix": 1,
+              "relations": [["modify", "3"]]},
+        "3": {"tokens": "pleural", "label": "Anatomy::definitely present", "start_ix": 2, "end_ix": 2,
+              "relations": []},
+        "4": {"tokens": "effusion", "label": "Observation::definitely present", "start_ix": 3, "end_ix": 3,
+              "relations": [["located_at", "3"]]},
+        "5": {"tokens": "pneumothorax", "label": "Observation::definitely absent", "start_ix": 6, "end_ix": 6,
+              "relations": []},
+        "6": {"tokens": "right", "label": "Anatomy::definitely present", "start_ix": 9, "end_ix": 9,
+              "relations": [["modify", "8"]]},
+        "7": {"tokens": "lower", "label": "Anatomy::definitely present", "start_ix": 10, "end_ix": 10,
+              "relations": [["modify", "8"]]},
+        "8": {"tokens": "lobe", "label": "Anatomy::definitely present", "start_ix": 11, "end_ix": 11,
+              "relations": []},
+        "9": {"tokens": "consolidation", "label": "Observation::uncertain", "start_ix": 12, "end_ix": 12,
+              "relations": [["located_at", "8"], ["suggestive_of", "5"]]},
+    }
+    return report, {"text": text, "entities": ents}
+
+
+def test_mapping_of_a_known_annotation() -> None:
+    report, doc = _doc()
+    got = entities_from_radgraph(doc, report)
+    assert got == [
+        Entity("pleural", "anatomy", "present", None, {"laterality": "left"}, None, 11, 18),
+        Entity("effusion", "observation", "present", None, {"severity": "small", "laterality": "left"},
+               "left pleural", 19, 27),
+        Entity("pneumothorax", "observation", "absent", None, {}, None, 32, 44),
+        Entity("lobe", "anatomy", "present", None, {"laterality": "right"}, None, 67, 71),
+        Entity("consolidation", "observation", "uncertain", None, {"laterality": "right"},
+               "right lower lobe", 72, 85),
+    ]
+    for e in got:
+        assert report[e.start : e.end] == e.text
+
+
+def test_mapping_normalises_through_the_given_normaliser() -> None:
+    report, doc = _doc()
+    lexicon = {"pleural effusion": "pleural_effusion", "pneumothorax": "pneumothorax", "consolidation": "consolidation"}
+    got = entities_from_radgraph(doc, report, normalise=lexicon.get)
+    assert [(e.text, e.concept) for e in got] == [
+        ("pleural", None),
+        ("effusion", "pleural_effusion"),  # via its anatomy, laterality dropped: "pleural effusion"
+        ("pneumothorax", "pneumothorax"),
+        ("lobe", None),
+        ("consolidation", "consolidation"),
+    ]
+    assert got[1].key() == "pleural_effusion" and got[3].key() == "lobe"
+
+
+def test_assertion_of_the_head_follows_its_modifier_chain() -> None:
+    report = "No large effusion; possibly increased opacity."
+    doc = {
+        "text": "No large effusion ; possibly increased opacity .",
+        "entities": {
+            "1": {"tokens": "large", "label": "Observation::definitely absent", "start_ix": 1, "end_ix": 1,
+                  "relations": [["modify", "2"]]},
+            "2": {"tokens": "effusion", "label": "Observation::definitely present", "start_ix": 2, "end_ix": 2,
+                  "relations": []},
+            "3": {"tokens": "increased", "label": "Observation::uncertain", "start_ix": 5, "end_ix": 5,
+                  "relations": [["modify", "4"]]},
+            "4": {"tokens": "opacity", "label": "Observation::definitely present", "start_ix": 6, "end_ix": 6,
+                  "relations": [["modify", "4"], ["located_at", "99"]]},  # self-loop, dangling target
+        },
+    }
+    got = entities_from_radgraph(doc, report)
+    assert got == [
+        Entity("effusion", "observation", "absent", None, {"severity": "large"}, None, 9, 17),
+        Entity("opacity", "observation", "uncertain", None, {}, None, 38, 45),
+    ]
+
+
+def test_modify_cycles_keep_one_head_and_unaligned_tokens_get_no_offsets() -> None:
+    report = 'Nodule "stable" in the lung.'
+    doc = {  # radgraph-xl rewrites \" as ``, which is not in the report: no offsets for that token
+        "text": "nodule `` stable in the lung .",
+        "entities": {
+            "1": {"tokens": "nodule", "label": "OBS-DP", "start_ix": 0, "end_ix": 0,
+                  "relations": [["modify", "2"], ["located_at", "4"]]},
+            "2": {"tokens": "``", "label": "OBS-U", "start_ix": 1, "end_ix": 1, "relations": [["modify", "1"]]},
+            "3": {"tokens": "the", "label": "UNKNOWN", "start_ix": 4, "end_ix": 4, "relations": []},
+            "4": {"tokens": "lung", "label": "ANAT-DP", "start_ix": 5, "end_ix": 5, "relations": []},
+        },
+    }
+    got = entities_from_radgraph(doc, report)
+    # 1 modifies 2 first, so 2 -> 1 is the dropped direction of the cycle; 2 is the head
+    assert [e.text for e in got] == ["``", "lung"]
+    assert (got[0].start, got[0].end, got[0].assertion, got[0].anatomy) == (-1, -1, "uncertain", None)
+    assert (got[1].kind, got[1].start, got[1].end) == ("anatomy", 23, 27)
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        ("Observation::definitely present", ("observation", "present")),
+        ("Observation::definitely absent", ("observation", "absent")),
+        ("Observation::uncertain", ("observation", "uncertain")),
+        ("Observation::measurement::definitely absent", ("observation", "absent")),
+        ("Anatomy::definitely present", ("anatomy", "present")),
+        ("OBS-U", ("observation", "uncertain")),
+        ("OBS-DA", ("observation", "absent")),
+        ("ANAT-DP", ("anatomy", "present")),
+        ("Other", None),
+    ],
+)
+def test_parse_label(label: str, expected: tuple[str, str] | None) -> None:
+    assert parse_label(label) == expected
+
+
+# --- offline behaviour ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test on any download attempt or outbound connection."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        pytest.fail(f"network/download attempted: {args!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", refuse)
+    monkeypatch.setattr("huggingface_hub.file_download.hf_hub_download", refuse)
+    if "radgraph" in sys.modules:  # patch the package's own download helper where it is bound
+        monkeypatch.setattr("radgraph.utils.download_model", refuse)
+        monkeypatch.setattr("radgraph.radgraph.download_model", refuse)
+
+
+@pytest.mark.parametrize("model_type", ["radgraph", "radgraph-xl"])
+def test_missing_archive_is_one_clear_error_and_no_download(
+    tmp_path: Path, no_network: None, model_type: str
+) -> None:
+    from evaluation.entities import get_extractor
+
+    cache = tmp_path / "empty-cache"
+    with pytest.raises(RadsteerError) as info:
+        get_extractor(model_type, cache_dir=cache)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(cache) in message and f"{model_type}.tar.gz" in message and "StanfordAIMI/RRG_scorers" in message
+    assert not (cache / model_type).exists()  # unlike the package, leaves no empty folder behind
+
+
+def test_cache_dir_comes_from_the_environment(tmp_path: Path, no_network: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from evaluation.radgraph_backend import CACHE_ENV, RadGraphExtractor, resolve_cache_dir
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "from-env"))
+    assert resolve_cache_dir() == tmp_path / "from-env"
+    assert resolve_cache_dir(tmp_path / "arg") == tmp_path / "arg"
+    with pytest.raises(RadsteerError, match="from-env"):
+        RadGraphExtractor("radgraph")
+    monkeypatch.delenv(CACHE_ENV)
+    assert resolve_cache_dir().parts[-2:][0] == "radgraph"  # the package's own default: .../radgraph/<version>
+
+
+def test_importing_the_backend_loads_neither_torch_nor_radgraph() -> None:
+    code = (
+        "import sys, evaluation.radgraph_backend, evaluation.entities;"
+        "bad = [m for m in ('torch', 'radgraph', 'transformers') if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+# --- archives on disk (no model load) -------------------------------------------------------
+
+
+def _fake_archive(path: Path, members: dict[str, bytes]) -> Path:
+    src = path.parent / f"_src_{path.name}"
+    src.mkdir(parents=True)
+    for name, data in members.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name in {m.split("/")[0] for m in members}:
+            tar.add(src / name, arcname=name)
+    return path
+
+
+def test_archive_in_hub_cache_layout_is_found_and_unpacked(tmp_path: Path, no_network: None) -> None:
+    from evaluation.radgraph_backend import locate_model_dir
+
+    cache = tmp_path / "cache"
+    snap = cache / "models--StanfordAIMI--RRG_scorers" / "snapshots" / "abc123"
+    _fake_archive(snap / "radgraph.tar.gz", {"config.json": b"{}", "vocabulary/x.txt": b"", "weights.th": b"w"})
+    model_dir = locate_model_dir("radgraph", cache)
+    assert model_dir == cache / "radgraph"
+    assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "vocabulary", "weights.th"]
+    assert [p.name for p in cache.iterdir() if p.name.startswith(".")] == []  # no staging left
+
+
+def test_bad_archives_and_folders_get_clear_errors(tmp_path: Path, no_network: None) -> None:
+    from evaluation.radgraph_backend import check_base_model, locate_model_dir
+
+    cache = tmp_path / "c1"
+    _fake_archive(cache / "radgraph.tar.gz", {"config.json": b"{}", "vocabulary/x.txt": b""})
+    with pytest.raises(RadsteerError, match=r"lacks weights\.th"):
+        locate_model_dir("radgraph", cache)
+    assert not (cache / "radgraph").exists()
+
+    cache = tmp_path / "c2"
+    cache.mkdir()
+    (cache / "radgraph.tar.gz").write_bytes(b"not a tarball")
+    with pytest.raises(RadsteerError, match="not a readable"):
+        locate_model_dir("radgraph", cache)
+
+    cache = tmp_path / "c3"
+    (cache / "radgraph").mkdir(parents=True)
+    (cache / "radgraph" / "config.json").write_text("{}")
+    with pytest.raises(RadsteerError, match="incomplete.*vocabulary, weights.th"):
+        locate_model_dir("radgraph", cache)
+
+    (cache / "radgraph" / "config.json").write_text(
+        '{"dataset_reader": {"token_indexers": {"bert": {"model_name": "nobody/not-a-cached-bert"}}},'
+        ' "model": {"embedder": {"token_embedders": {"bert": {"model_name": "nobody/not-a-cached-bert"}}}}}'
+    )
+    with pytest.raises(RadsteerError, match="'nobody/not-a-cached-bert'.*huggingface-cli download"):
+        check_base_model(cache / "radgraph")
+
+
+# --- the tiny real-format archive through the package's own code ---------------------------
+
+
+@pytest.fixture(scope="module", params=["radgraph", "radgraph-xl"])
+def tiny_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """A cache folder holding only `<model>.tar.gz`, as a user would place it."""
+    from tests.helpers_radgraph import build_tiny_radgraph_archive
+
+    model_type = request.param
+    work = tmp_path_factory.mktemp(f"build-{model_type}")
+    archive = build_tiny_radgraph_archive(work, model_type, seed=1)
+    cache = tmp_path_factory.mktemp(f"cache-{model_type}")
+    shutil.copy(archive, cache / archive.name)
+    return model_type, cache
+
+
+def test_tiny_archive_runs_offline_and_maps_onto_the_schema(tiny_cache: tuple[str, Path], no_network: None) -> None:
+    from evaluation.entities import get_extractor
+    from tests.helpers_radgraph import NER_LABELS
+
+    model_type, cache = tiny_cache
+    extractor = get_extractor(model_type, cache_dir=cache, batch_size=4, device="cpu", normalise=None)
+    assert extractor.name == model_type
+    assert sorted(p.name for p in (cache / model_type).iterdir() if p.name != ".lock") == [
+        "config.json", "vocabulary", "weights.th"
+    ]
+
+    raw = extractor.raw(REPORTS)
+    result = extractor.extract(REPORTS)
+    assert len(result) == len(REPORTS) and result[1] == [] and raw[1]["entities"] == {}
+    assert extractor.extract(REPORTS) == result  # deterministic
+
+    allowed = {parse_label(label) for label in NER_LABELS}
+    n_entities = checked = 0
+    for report, doc, entities in zip(REPORTS, raw, result, strict=True):
+        labels = {(v["start_ix"], v["end_ix"]): v for v in doc["entities"].values()}
+        assert {v["label"] for v in labels.values()} <= set(NER_LABELS)
+        spans = align_tokens(report, doc["text"].split())
+        targets_of_modify = {t for v in doc["entities"].values() for r, t in v["relations"] if r == "modify"}
+        for e in entities:
+            n_entities += 1
+            assert (e.kind, e.assertion) in allowed | {("observation", a) for a in ("present", "absent", "uncertain")}
+            assert 0 <= e.start < e.end <= len(report) and report[e.start : e.end] == e.text
+            assert set(e.modifiers) <= {"laterality", "severity"}
+            assert e.modifiers.get("laterality", "left") in LATERALITY.values()
+            assert e.modifiers.get("severity", "mild") in SEVERITY.values()
+            assert e.anatomy is None or e.kind == "observation"
+            assert Entity.from_json(e.to_json()) == e
+        # an entity with no relations at all, that nothing modifies, maps one to one by its label
+        for key, v in doc["entities"].items():
+            if not v["relations"] and key not in targets_of_modify:
+                start, end = spans[v["start_ix"]][0], spans[v["end_ix"]][1]
+                (twin,) = [e for e in entities if (e.start, e.end) == (start, end)]
+                assert (twin.kind, twin.assertion) == parse_label(v["label"])
+                checked += 1
+    assert n_entities > 0 and checked > 0
+    kinds = {e.kind for entities in result for e in entities}
+    assert kinds == {"observation", "anatomy"}  # seed 1 gives both, so the mapping of each is exercised
+
+
+@pytest.mark.filterwarnings("ignore:Document 0 has a sentence with a single token")
+def test_batched_output_equals_the_packages_own_per_report_inference(
+    tiny_cache: tuple[str, Path], no_network: None
+) -> None:
+    """Packing a batch into one forward pass changes nothing: compare with an untouched
+    radgraph.RadGraph run the package's way, one report per call."""
+    import contextlib
+    import io
+
+    from radgraph import RadGraph
+
+    from evaluation.entities import get_extractor
+
+    model_type, cache = tiny_cache
+    extractor = get_extractor(model_type, cache_dir=cache, batch_size=3, device="cpu", normalise=None)
+    with contextlib.redirect_stdout(io.StringIO()):
+        package = RadGraph(model_type=model_type, model_cache_dir=str(cache), cuda=-1)
+    batched = extractor.raw(REPORTS)
+    for i, report in enumerate(REPORTS):
+        if not report:
+            continue
+        own = package([report])["0"]
+        assert (own["text"], own["entities"]) == (batched[i]["text"], batched[i]["entities"]), report
