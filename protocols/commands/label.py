@@ -1,8 +1,47 @@
-"""`radsteer label` — not implemented yet."""
+"""`radsteer label PAIRS.jsonl -o OUT.jsonl` — label baseline/steered pairs produced anywhere.
 
-from protocols.commands._pending import add_passthrough as add_arguments  # noqa: F401
-from protocols.commands._pending import not_yet
+Every input row is validated before anything is extracted, and the output is written to a
+temporary file and renamed, so a bad row or an interrupted run leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from steering.errors import RadsteerError
+
+EXTRACTORS = ("lexicon", "radgraph", "radgraph-xl")
 
 
-def run(args) -> int:
-    return not_yet("label", "Change evaluation")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pairs", type=Path, help="JSONL: id, baseline, steered, target, direction[, description]")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="JSONL to write (replaced atomically)")
+    parser.add_argument("--extractor", choices=EXTRACTORS, default="lexicon",
+                        help="entity extraction backend for the entity diff (default: lexicon, offline)")
+    parser.add_argument("--batch-size", type=int, default=256, help="reports extracted per batch")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+
+def run(args: argparse.Namespace) -> int:
+    from evaluation.entities import get_extractor
+    from evaluation.labelling import label_pairs, read_pairs, write_jsonl_atomic
+
+    if args.batch_size < 1:
+        raise RadsteerError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.output.resolve() == args.pairs.resolve():
+        raise RadsteerError(f"--output {args.output} would overwrite the input; choose another file")
+    if not args.output.parent.is_dir():
+        raise RadsteerError(f"output folder {args.output.parent} does not exist; create it first")
+    pairs = read_pairs(args.pairs)
+    extractor = get_extractor(args.extractor)
+    progress = not args.quiet and len(pairs) >= 100
+    rows = label_pairs(pairs, extractor, batch_size=args.batch_size, progress=progress)
+    write_jsonl_atomic(args.output, rows)
+    if not args.quiet:
+        counts = Counter(r["label"] for r in rows)
+        tally = ", ".join(f"{k}: {counts.get(k, 0)}" for k in ("on", "off", "both", "none"))
+        print(f"labelled {len(rows)} pair(s) with {args.extractor} -> {args.output} ({tally})", file=sys.stderr)
+    return 0

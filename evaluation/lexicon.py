@@ -1,0 +1,585 @@
+"""The offline `lexicon` entity extractor: a chest X-ray concept lexicon (data/lexicon.yaml),
+negation and uncertainty cues with scope, and laterality / severity / change modifiers.
+
+Why it exists: RadGraph needs weights and a few seconds per hundred reports; the lexicon needs
+nothing, is deterministic, and runs thousands of reports a second on one core, so every study
+can be labelled offline and RadGraph becomes a second opinion rather than a requirement.
+
+How it reads a report (in one pass, no backtracking):
+1. tokens: words (`[a-z0-9]+`, apostrophes kept) and the punctuation that matters (`. , ; : / ? !`);
+   hyphens count as spaces, everything else is dropped;
+2. a token trie of every phrase in the lexicon finds the longest phrase at each position
+   (observations, anatomy, modifiers, cues, comparison language and look-alikes to ignore);
+3. per sentence, forward scopes of pre-cues ("no X or Y") and backward scopes of post-cues
+   ("X has resolved") give each observation an assertion — the nearest cue wins;
+4. per clause (split at commas, conjunctions, cues and scope ends), modifiers attach to the next
+   observation after them, else to the one before them.
+The output is the common schema of evaluation.entities (the same one the RadGraph backend writes).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import itertools
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evaluation.entities import Entity, register_extractor
+from steering.errors import RadsteerError
+
+DEFAULT_PATH = Path(__file__).with_name("data") / "lexicon.yaml"
+
+_TOKEN = re.compile(r"\n[ \t]*\n|[a-z0-9]+(?:['\u2019][a-z]+)*|[.,;:/?!]", re.IGNORECASE)
+_PHRASE_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)*|[.,;:/?!]")
+_GROUP = re.compile(r"\(([^()]*)\)")
+_ABBREVIATIONS = frozenset({"vs", "approx", "dr", "st", "cf", "eg", "ie", "fig", "no", "mr", "mrs"})
+_VERBS = frozenset({"is", "are", "appears", "appear", "remains", "remain", "seems", "was", "were"})
+_FILLERS = frozenset({"a", "an", "the", "any", "of"})
+_AND = frozenset({"and", "as well as", "along with", "plus"})
+
+OBS_KINDS = ("device", "finding")
+CONCEPT_KINDS = ("device", "finding", "anatomy")
+ASSERTION_RANK = {"absent": 0, "uncertain": 1, "present": 2}
+LATERALITY_SETS = {"left": frozenset({"left"}), "right": frozenset({"right"}),
+                   "bilateral": frozenset({"left", "right"})}
+
+
+class LexiconError(RadsteerError):
+    """The lexicon file is malformed (a bad entry or two phrases that mean different things)."""
+
+
+class UnknownConceptError(RadsteerError):
+    """A target name that is not a concept id, name or synonym in the lexicon."""
+
+    def __init__(self, name: str, suggestions: Sequence[str], reason: str = "") -> None:
+        self.name = name
+        self.suggestions = list(suggestions)
+        hint = f"; did you mean: {', '.join(self.suggestions)}?" if self.suggestions else ""
+        what = reason or "is not a concept id, name or synonym in the lexicon"
+        super().__init__(f"target {name!r} {what}{hint} "
+                         "(`python -m evaluation.lexicon --concepts` lists the lexicon's concepts)")
+
+
+@dataclass(frozen=True)
+class Concept:
+    id: str
+    kind: str  # device / finding / anatomy
+    name: str
+    parent: str | None = None
+    laterality: str | None = None  # implied by anatomy such as "lingula"
+    synonyms: tuple[str, ...] = ()  # expanded phrases
+    absent_forms: tuple[str, ...] = ()
+    look_alikes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Role:
+    """What a phrase means: kind is one of obs, anat, lat, sev, chg, neg_pre, neg_post, unc_pre,
+    unc_post, unc_both, pseudo, end, conj, cmp, ignore."""
+
+    kind: str
+    value: str | None = None
+    absent: bool = False  # an observation phrase that states absence ("normal heart size")
+
+
+@dataclass
+class _Item:
+    kind: str
+    value: str | None
+    start: int  # character offsets
+    end: int
+    tok: int  # token index (for distances)
+    absent: bool = False
+    verb: bool = False  # the phrase contains a verb ("heart is enlarged")
+    inner: dict[str, str] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ phrase expansion
+
+def expand_phrase(phrase: str) -> list[str]:
+    """All spellings of one lexicon phrase: "(a|b) c (d|)" -> ["a c d", "a c", "b c d", "b c"]."""
+    parts: list[list[str]] = []
+    pos = 0
+    for m in _GROUP.finditer(phrase):
+        parts.append([phrase[pos:m.start()]])
+        parts.append(m.group(1).split("|"))
+        pos = m.end()
+    parts.append([phrase[pos:]])
+    out = []
+    for combo in itertools.product(*parts):
+        text = " ".join(" ".join(combo).split())
+        if text:
+            out.append(text)
+    return out
+
+
+def phrase_tokens(text: str) -> tuple[str, ...]:
+    return tuple(_PHRASE_TOKEN.findall(text.lower().replace("\u2019", "'").replace("-", " ")))
+
+
+def plural(word: str) -> str:
+    if word.endswith("sis"):
+        return word[:-3] + "ses"
+    if word.endswith("ax"):
+        return word[:-2] + "aces"
+    if len(word) > 2 and word.endswith("y") and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    if word.endswith(("s", "x", "ch", "sh")):
+        return word + "es"
+    return word + "s"
+
+
+# ------------------------------------------------------------------ the lexicon
+
+class Lexicon:
+    """The concept lexicon, compiled into a token trie. Build with `load_lexicon()`."""
+
+    def __init__(self, data: dict[str, Any], source: str = "<dict>") -> None:
+        self.source = source
+        self.concepts: dict[str, Concept] = {}
+        self.severity_rank: dict[str, int] = {}
+        self.change_rank: dict[str, int] = {}
+        self.non_findings: frozenset[str] = frozenset()
+        self._trie: dict[str, Any] = {}
+        self._inner_skip: dict[str, Role] = {}
+        self._conflicts: list[str] = []
+        self._names: dict[str, str] | None = None
+        self._modifier_words: dict[str, dict[tuple[str, ...], str]] = {"laterality": {}, "severity": {}, "change": {}}
+        self._build(data)
+
+    # -- building
+    def _add(self, tokens: tuple[str, ...], role: Role, where: str) -> None:
+        if not tokens:
+            return
+        node = self._trie
+        for t in tokens:
+            node = node.setdefault(t, {})
+        old = node.get(None)
+        if old is not None and old != role:
+            if role.kind == "ignore":
+                return  # a look-alike that is already something else keeps that meaning
+            self._conflicts.append(f"{' '.join(tokens)!r} is both {_fmt(old)} and {_fmt(role)} ({where})")
+            return
+        node[None] = role
+
+    def _phrases(self, entries: Any, where: str) -> list[tuple[str, ...]]:
+        if entries is None:
+            return []
+        if not isinstance(entries, list):
+            raise LexiconError(f"{self.source}: {where} must be a list of phrases")
+        out = []
+        for e in entries:
+            if not isinstance(e, str):
+                raise LexiconError(f"{self.source}: {where}: {e!r} is not a phrase (quote it in YAML)")
+            out.extend(phrase_tokens(x) for x in expand_phrase(e))
+        return out
+
+    def _build(self, data: dict[str, Any]) -> None:
+        mods = data.get("modifiers") or {}
+        for value, entries in (mods.get("laterality") or {}).items():
+            if value not in LATERALITY_SETS:
+                raise LexiconError(f"{self.source}: laterality {value!r} must be left, right or bilateral")
+            for toks in self._phrases(entries, f"modifiers.laterality.{value}"):
+                self._add(toks, Role("lat", value), f"laterality {value}")
+                self._modifier_words["laterality"][toks] = value
+        for key, rank_map in (("severity", self.severity_rank), ("change", self.change_rank)):
+            for value, spec in (mods.get(key) or {}).items():
+                if not isinstance(spec, dict) or "rank" not in spec:
+                    raise LexiconError(f"{self.source}: modifiers.{key}.{value} needs rank and words")
+                rank_map[value] = int(spec["rank"])
+                for toks in self._phrases(spec.get("words"), f"modifiers.{key}.{value}"):
+                    role = Role("sev" if key == "severity" else "chg", value)
+                    self._add(toks, role, f"{key} {value}")
+                    self._modifier_words[key][toks] = value
+        cues = data.get("cues") or {}
+        cue_kinds = {"negation_pre": "neg_pre", "negation_post": "neg_post", "uncertainty_pre": "unc_pre",
+                     "uncertainty_post": "unc_post", "uncertainty_both": "unc_both", "scope_end": "end",
+                     "conjunctions": "conj", "comparison": "cmp", "ignore": "ignore"}
+        for key, kind in cue_kinds.items():
+            for toks in self._phrases(cues.get(key), f"cues.{key}"):
+                # conjunctions keep their words: "and" may end a negation scope, "or" never does
+                self._add(toks, Role(kind, " ".join(toks) if kind == "conj" else None), f"cues.{key}")
+        for toks in self._phrases(cues.get("pseudo_negation"), "cues.pseudo_negation"):
+            self._add(toks, Role("chg", "unchanged"), "cues.pseudo_negation")
+        self.non_findings = frozenset(" ".join(t) for t in self._phrases(cues.get("non_findings"), "cues.non_findings"))
+
+        for i, c in enumerate(data.get("concepts") or []):
+            where = f"concepts[{i}]"
+            if not isinstance(c, dict) or not c.get("id") or c.get("kind") not in CONCEPT_KINDS:
+                raise LexiconError(f"{self.source}: {where} needs an id and a kind ({', '.join(CONCEPT_KINDS)})")
+            cid = str(c["id"])
+            if cid in self.concepts:
+                raise LexiconError(f"{self.source}: concept id {cid!r} appears twice")
+            syn = self._phrases(c.get("synonyms"), f"{cid}.synonyms")
+            absent = self._phrases(c.get("absent_forms"), f"{cid}.absent_forms")
+            look = self._phrases(c.get("not"), f"{cid}.not")
+            concept = Concept(cid, c["kind"], str(c.get("name") or cid.replace("_", " ")), c.get("parent"),
+                              c.get("laterality"), tuple(" ".join(t) for t in syn),
+                              tuple(" ".join(t) for t in absent), tuple(" ".join(t) for t in look))
+            self.concepts[cid] = concept
+            kind = "anat" if concept.kind == "anatomy" else "obs"
+            for toks in syn:
+                self._add(toks, Role(kind, cid), f"{cid}.synonyms")
+                self._add(toks[:-1] + (plural(toks[-1]),), Role(kind, cid), f"{cid}.synonyms (plural)")
+            for toks in absent:
+                self._add(toks, Role("obs", cid, absent=True), f"{cid}.absent_forms")
+        for c in self.concepts.values():  # look-alikes: read as nothing unless they are something else
+            if c.parent is not None and c.parent not in self.concepts:
+                raise LexiconError(f"{self.source}: {c.id}.parent {c.parent!r} is not a concept")
+            for phrase in c.look_alikes:
+                self._add(tuple(phrase.split()), Role("ignore"), f"{c.id}.not")
+        if self._conflicts:
+            raise LexiconError(f"{self.source}: conflicting phrases: " + "; ".join(self._conflicts[:10]))
+        # single words that may sit inside a phrase ("heart is [mildly] enlarged")
+        for key, kind in (("severity", "sev"), ("laterality", "lat")):
+            for toks, value in self._modifier_words[key].items():
+                if len(toks) == 1:
+                    self._inner_skip[toks[0]] = Role(kind, value)
+        for c in self.concepts.values():  # every look-alike must stay a look-alike
+            for phrase in c.look_alikes:
+                if any(e.concept == c.id for e in self._read(phrase)):
+                    raise LexiconError(f"{self.source}: look-alike {phrase!r} is still read as {c.id}")
+
+    # -- matching
+    def match(self, tokens: Sequence[str], i: int) -> tuple[int, Role, dict[str, str], bool] | None:
+        """Longest phrase starting at token i: (end index, role, inner modifiers, has verb)."""
+        node = self._trie.get(tokens[i])
+        if node is None:
+            return None
+        best = None
+        inner: dict[str, str] = {}
+        j = i + 1
+        if None in node:
+            best = (j, node[None], {}, False)
+        n = len(tokens)
+        while j < n:
+            t = tokens[j]
+            nxt = node.get(t)
+            if nxt is None:
+                skip = self._inner_skip.get(t)
+                if skip is None or j + 1 >= n or tokens[j + 1] not in node:
+                    break
+                inner = {**inner, ("severity" if skip.kind == "sev" else "laterality"): skip.value or ""}
+                j += 1
+                continue
+            node = nxt
+            j += 1
+            if None in node:
+                best = (j, node[None], inner, False)
+        if best is not None and best[1].kind == "obs":
+            best = (best[0], best[1], best[2], any(t in _VERBS for t in tokens[i:best[0]]))
+        return best
+
+    def _read(self, text: str) -> list[Entity]:
+        return LexiconExtractor(self).extract_one(text)
+
+    # -- queries
+    def ancestors(self, cid: str) -> list[str]:
+        out, seen = [], set()
+        c = self.concepts.get(cid)
+        while c is not None and c.parent and c.parent not in seen:
+            seen.add(c.parent)
+            out.append(c.parent)
+            c = self.concepts.get(c.parent)
+        return out
+
+    def related(self, a: str, b: str) -> bool:
+        """True when one concept is the other or an ancestor of it ("pacemaker" / "cardiac device")."""
+        return a == b or a in self.ancestors(b) or b in self.ancestors(a)
+
+    def concept_for_text(self, text: str) -> str | None:
+        """The observation concept a free-text entity (e.g. RadGraph's "effusion") normalises to."""
+        found = {e.concept for e in self._read(text) if e.kind == "observation"}
+        return found.pop() if len(found) == 1 else None
+
+    def normalise_modifier(self, key: str, value: str) -> str | None:
+        """A free-text modifier ("mildly", "left-sided") as the lexicon's canonical value, or None."""
+        words = self._modifier_words.get(key, {})
+        toks = phrase_tokens(value)
+        if toks in words:
+            return words[toks]
+        if key in ("laterality", "severity", "change") and value in (LATERALITY_SETS if key == "laterality"
+                                                                    else self.severity_rank if key == "severity"
+                                                                    else self.change_rank):
+            return value
+        return None
+
+    def _name_index(self) -> dict[str, str]:
+        """Every id, canonical name and synonym of a finding/device/anatomy -> concept id."""
+        if self._names is None:
+            index: dict[str, str] = {}
+            for c in self.concepts.values():
+                for key in (c.id.replace("_", " "), " ".join(phrase_tokens(c.name)), *c.synonyms):
+                    index.setdefault(key, c.id)
+            self._names = index
+        return self._names
+
+    def resolve(self, names: str | Iterable[str]) -> list[str]:
+        """Concept ids for target names: an id, a canonical name or any synonym (case-insensitive)."""
+        if isinstance(names, str):
+            names = [names]
+        index = self._name_index()
+        out: list[str] = []
+        for name in names:
+            if not isinstance(name, str) or not name.strip():
+                raise UnknownConceptError(str(name), [], "is not a non-empty string")
+            key = " ".join(phrase_tokens(name.replace("_", " ")))
+            cid = index.get(key)
+            if cid is None:
+                close = difflib.get_close_matches(key, list(index), n=8, cutoff=0.6)
+                by_concept: dict[str, str] = {}
+                for k in close:  # one suggestion per concept, with the name that was close
+                    cid_k = index[k]
+                    by_concept.setdefault(cid_k, cid_k if k == cid_k.replace("_", " ") else f"{cid_k} ({k!r})")
+                raise UnknownConceptError(name, list(by_concept.values())[:5])
+            if self.concepts[cid].kind not in OBS_KINDS:
+                raise UnknownConceptError(name, [], f"is an anatomy term ({cid}), not a finding or device")
+            if cid not in out:
+                out.append(cid)
+        return out
+
+
+def _fmt(role: Role) -> str:
+    return role.kind + (f" {role.value}" if role.value else "") + (" (absent)" if role.absent else "")
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str) -> Lexicon:
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise LexiconError(f"lexicon file not found: {p}") from exc
+    except yaml.YAMLError as exc:
+        raise LexiconError(f"{p} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise LexiconError(f"{p} must hold a mapping with modifiers, cues and concepts")
+    return Lexicon(data, source=str(p))
+
+
+def load_lexicon(path: str | Path | None = None) -> Lexicon:
+    """The lexicon at `path` (default: the bundled data/lexicon.yaml), compiled once per process."""
+    return _load(str(Path(path) if path else DEFAULT_PATH))
+
+
+def resolve_concepts(names: str | Iterable[str], lexicon: Lexicon | None = None) -> list[str]:
+    """Concept ids for target names (ids, names or synonyms); an unknown name raises
+    UnknownConceptError listing the closest known names."""
+    return (lexicon or load_lexicon()).resolve(names)
+
+
+# ------------------------------------------------------------------ the extractor
+
+@register_extractor("lexicon")
+class LexiconExtractor:
+    """Deterministic, weight-free entity extraction from the concept lexicon."""
+
+    name = "lexicon"
+
+    def __init__(self, lexicon: Lexicon | str | Path | None = None) -> None:
+        self.lexicon = lexicon if isinstance(lexicon, Lexicon) else load_lexicon(lexicon)
+
+    def extract(self, texts: Sequence[str]) -> list[list[Entity]]:
+        return [self.extract_one(t) for t in texts]
+
+    # -- stage 1+2: tokens and phrase items, grouped into sentences
+    def _sentences(self, text: str) -> list[list[_Item]]:
+        raw = [(m.group().lower().replace("\u2019", "'"), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+        toks = [t for t, _, _ in raw]
+        sentences: list[list[_Item]] = [[]]
+        lex = self.lexicon
+        i, n = 0, len(raw)
+        while i < n:
+            tok, start, end = raw[i]
+            if tok[0] == "\n" or tok == "!" or tok == ";" or tok == ":":
+                sentences.append([])
+                i += 1
+                continue
+            if tok == ".":
+                after = text[end:end + 1]
+                prev = toks[i - 1] if i else ""
+                if (not after or after.isspace()) and not (len(prev) == 1 or prev in _ABBREVIATIONS):
+                    sentences.append([])
+                i += 1
+                continue
+            if tok == "?":
+                if i + 1 < n and raw[i + 1][1] == end and raw[i + 1][0][0].isalnum():
+                    sentences[-1].append(_Item("unc_pre", None, start, end, i))  # "?consolidation"
+                else:
+                    sentences[-1].append(_Item("unc_post", None, start, end, i))  # "pneumonia?"
+                    sentences.append([])
+                i += 1
+                continue
+            if tok == ",":
+                sentences[-1].append(_Item("comma", None, start, end, i))
+                i += 1
+                continue
+            m = lex.match(toks, i)
+            if m is None:
+                sentences[-1].append(_Item("word", tok, start, end, i))
+                i += 1
+                continue
+            j, role, inner, verb = m
+            if role.kind != "ignore":
+                sentences[-1].append(_Item(role.kind, role.value, start, raw[j - 1][2], i, role.absent, verb, inner))
+            i = j
+        return [s for s in sentences if s]
+
+    # -- stage 3: assertions from cue scopes
+    @staticmethod
+    def _assertions(items: list[_Item]) -> dict[int, tuple[int, str]]:
+        """index of each observation item -> (distance to its nearest cue, cue kind)."""
+        cues: dict[int, tuple[int, str]] = {}
+
+        def note(k: int, cue: _Item, kind: str) -> None:
+            d = abs(items[k].tok - cue.tok)
+            if k not in cues or d < cues[k][0]:
+                cues[k] = (d, kind)
+
+        n = len(items)
+        # forward scopes
+        open_cue: _Item | None = None
+        for k, it in enumerate(items):
+            if it.kind in ("neg_pre", "unc_pre", "unc_both"):
+                open_cue = it
+            elif it.kind == "end":
+                open_cue = None
+            elif open_cue is not None and (it.kind == "comma" or _is_and(it)):
+                if not _continues_list(items, k + 1):
+                    open_cue = None
+            elif open_cue is not None and it.kind == "obs":
+                note(k, open_cue, "neg" if open_cue.kind == "neg_pre" else "unc")
+        # backward scopes (and the backward half of "versus")
+        for k, it in enumerate(items):
+            if it.kind not in ("neg_post", "unc_post", "unc_both"):
+                continue
+            kind = "neg" if it.kind == "neg_post" else "unc"
+            b = k - 1
+            while b >= 0 and items[b].kind not in ("comma", "end") and items[b].kind not in ("neg_post", "unc_post"):
+                if items[b].kind == "obs":
+                    note(b, it, kind)
+                b -= 1
+            if it.kind == "unc_both":
+                f = k + 1
+                while f < n and items[f].kind not in ("comma", "end"):
+                    if items[f].kind == "obs":
+                        note(f, it, kind)
+                    f += 1
+        return cues
+
+    # -- stage 4: modifiers per clause
+    @staticmethod
+    def _clauses(items: list[_Item]) -> list[list[int]]:
+        clauses: list[list[int]] = [[]]
+        for k, it in enumerate(items):
+            if it.kind in ("comma", "conj", "end", "neg_pre", "unc_pre", "unc_both"):
+                clauses.append([])
+                if it.kind in ("neg_pre", "unc_pre"):
+                    clauses[-1].append(k)  # modifiers after "no" still belong to what follows
+                continue
+            clauses[-1].append(k)
+        return [c for c in clauses if c]
+
+    def extract_one(self, text: str) -> list[Entity]:
+        """Entities of one report, in reading order."""
+        out: list[Entity] = []
+        lex = self.lexicon
+        for items in self._sentences(text):
+            cues = self._assertions(items)
+            mods: dict[int, dict[str, str]] = {}
+            anat_of: dict[int, str] = {}
+            for clause in self._clauses(items):
+                obs = [k for k in clause if items[k].kind == "obs"]
+                if not obs:
+                    continue
+                # candidates per observation: (priority, distance, value)
+                cand: dict[int, dict[str, tuple[int, int, str]]] = {k: {} for k in obs}
+                for k in clause:
+                    it = items[k]
+                    if it.kind in ("lat", "sev", "chg"):
+                        key, value, implied = {"lat": "laterality", "sev": "severity", "chg": "change"}[it.kind], it.value, 0
+                    elif it.kind == "anat" and lex.concepts[it.value or ""].laterality:
+                        key, value, implied = "laterality", lex.concepts[it.value or ""].laterality, 2
+                    else:
+                        continue
+                    after = [o for o in obs if o > k]
+                    if after:
+                        target, prio = after[0], 0 + implied
+                    else:
+                        target, prio = [o for o in obs if o < k][-1], 1 + implied
+                    c = (prio, abs(k - target), value or "")
+                    if key not in cand[target] or c < cand[target][key]:
+                        cand[target][key] = c
+                for o in obs:
+                    m = {key: v[2] for key, v in cand[o].items()}
+                    m.update(items[o].inner)
+                    mods[o] = m
+                    anats = [k for k in clause if items[k].kind == "anat"]
+                    if anats:
+                        anat_of[o] = items[min(anats, key=lambda k: abs(k - o))].value or ""
+            for k, it in enumerate(items):
+                if it.kind == "obs":
+                    cue = cues.get(k)
+                    if cue and cue[1] == "unc":
+                        assertion = "uncertain"
+                    elif (cue and cue[1] == "neg") or it.absent:
+                        assertion = "absent"
+                    else:
+                        assertion = "present"
+                    out.append(Entity(text[it.start:it.end], "observation", assertion, it.value,
+                                      dict(sorted(mods.get(k, {}).items())), anat_of.get(k), it.start, it.end))
+                elif it.kind == "anat":
+                    concept = lex.concepts[it.value or ""]
+                    lat = concept.laterality
+                    if k and items[k - 1].kind == "lat" and items[k - 1].tok >= it.tok - 1:
+                        lat = items[k - 1].value
+                    out.append(Entity(text[it.start:it.end], "anatomy", "present", it.value,
+                                      {"laterality": lat} if lat else {}, None, it.start, it.end))
+        return out
+
+
+def _is_and(it: _Item) -> bool:
+    return it.kind == "conj" and it.value in _AND
+
+
+def _continues_list(items: list[_Item], k: int) -> bool:
+    """After a comma or "and" inside a negation scope: does a bare list of findings go on
+    ("no effusion, pneumothorax or consolidation") or does a new positive clause start
+    ("no pneumothorax, small left effusion", "no effusion, heart is enlarged")?"""
+    while k < len(items) and (items[k].kind == "conj" or (items[k].kind == "word" and items[k].value in _FILLERS)):
+        k += 1
+    if k >= len(items):
+        return True
+    it = items[k]
+    if it.kind in ("neg_pre", "unc_pre"):
+        return True
+    return it.kind == "obs" and not it.verb
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m evaluation.lexicon "report text"` prints its entities; `--concepts` lists concepts."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m evaluation.lexicon", description=main.__doc__)
+    ap.add_argument("text", nargs="*")
+    ap.add_argument("--concepts", action="store_true")
+    args = ap.parse_args(argv)
+    lex = load_lexicon()
+    if args.concepts:
+        for c in lex.concepts.values():
+            print(f"{c.id:28s} {c.kind:8s} {c.name}")
+    for t in args.text:
+        for e in LexiconExtractor(lex).extract_one(t):
+            print(json.dumps(e.to_json()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
