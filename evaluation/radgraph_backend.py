@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.entities import Entity, register_extractor
-from evaluation.radgraph_mapping import Normaliser, entities_from_radgraph, load_lexicon_normaliser
+from evaluation.radgraph_mapping import Normaliser, entities_from_radgraph, lexicon_normalisers
 from protocols.errors import RadsteerError
 
 CACHE_ENV = "RADSTEER_RADGRAPH_CACHE"
@@ -207,7 +207,8 @@ class RadGraphExtractor:
 
     cache_dir: where the archive / extracted model lives (default $RADSTEER_RADGRAPH_CACHE or
     the radgraph package's own cache folder). batch_size: reports per forward pass.
-    normalise: phrase -> lexicon concept id (default: the lexicon backend's, when installed).
+    normalise: True (default) = concept ids and modifier values from the lexicon backend when
+    it is installed; a callable phrase -> concept id; None/False = raw RadGraph text only.
     """
 
     def __init__(
@@ -230,9 +231,10 @@ class RadGraphExtractor:
         self.cache_dir = resolve_cache_dir(cache_dir)
         self.model_dir = locate_model_dir(model_type, self.cache_dir)
         check_base_model(self.model_dir, tokenizer_cache_dir)
-        self._normalise: Normaliser | None = (
-            load_lexicon_normaliser() if normalise is True else (normalise or None)
-        )
+        if normalise is True:
+            self._normalise, self._modifier = lexicon_normalisers()
+        else:
+            self._normalise, self._modifier = (normalise or None), None
         self._radgraph = self._load(_cuda_index(device), tokenizer_cache_dir)
 
     def _load(self, cuda: int | None, tokenizer_cache_dir: str | None) -> Any:
@@ -323,7 +325,7 @@ class RadGraphExtractor:
 
     def extract(self, texts: Sequence[str]) -> list[list[Entity]]:
         return [
-            entities_from_radgraph(doc, text, normalise=self._normalise)
+            entities_from_radgraph(doc, text, normalise=self._normalise, modifier=self._modifier)
             for doc, text in zip(self.raw(texts), texts, strict=True)
         ]
 

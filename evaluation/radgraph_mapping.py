@@ -23,7 +23,9 @@ from typing import Any
 
 from evaluation.entities import Assertion, Entity, EntityKind
 
-Normaliser = Callable[[str], "str | None"]
+Normaliser = Callable[[str], "str | None"]  # phrase -> lexicon concept id
+ModifierNormaliser = Callable[[str, str], "str | None"]  # (key, words) -> canonical value
+MODIFIER_KEYS = ("laterality", "severity", "change")
 
 LATERALITY = {
     "left": "left",
@@ -122,9 +124,18 @@ def _chain(key: str, modified_by: Mapping[str, list[str]]) -> list[str]:
 
 
 def entities_from_radgraph(
-    doc: Mapping[str, Any], report: str, *, normalise: Normaliser | None = None
+    doc: Mapping[str, Any],
+    report: str,
+    *,
+    normalise: Normaliser | None = None,
+    modifier: ModifierNormaliser | None = None,
 ) -> list[Entity]:
-    """One report's RadGraph annotation -> common-schema entities, in text order."""
+    """One report's RadGraph annotation -> common-schema entities, in text order.
+
+    normalise: phrase -> concept id (e.g. the lexicon's `concept_for_text`); modifier: (key,
+    word) -> canonical value (the lexicon's `normalise_modifier`); without it, the built-in
+    laterality and severity word lists are used.
+    """
     ents: Mapping[str, Mapping[str, Any]] = doc.get("entities", {})
     tokens = str(doc.get("text", "")).split()
     spans = align_tokens(report, tokens)
@@ -146,14 +157,19 @@ def entities_from_radgraph(
         return " ".join(tokens[i] for i in covered).lower().strip(" .,;:")
 
     def qualifier_words(keys: Sequence[str]) -> dict[str, str]:
+        """Laterality / severity (/ change, with the lexicon) values among the entities' words."""
         found: dict[str, str] = {}
         for k in sorted(keys, key=pos):
-            for word in surface(k)[0].lower().replace("-", " ").split():
-                word = word.strip(".,;:()")
-                if word in LATERALITY:
-                    found.setdefault("laterality", LATERALITY[word])
-                if word in SEVERITY:
-                    found.setdefault("severity", SEVERITY[word])
+            words = surface(k)[0].lower().strip(".,;:()")
+            for unit in (words, *words.replace("-", " ").split()):
+                unit = unit.strip(".,;:()")
+                for key in MODIFIER_KEYS:
+                    if modifier is not None:
+                        value = modifier(key, unit)
+                    else:
+                        value = {"laterality": LATERALITY, "severity": SEVERITY}.get(key, {}).get(unit)
+                    if value:
+                        found.setdefault(key, value)
         return found
 
     out: list[tuple[tuple[int, int], Entity]] = []
@@ -186,11 +202,12 @@ def entities_from_radgraph(
     return [entity for _, entity in sorted(out, key=lambda item: item[0])]
 
 
-def load_lexicon_normaliser() -> Normaliser | None:
-    """The lexicon backend's phrase -> concept id function, when that backend is installed."""
+def lexicon_normalisers() -> tuple[Normaliser | None, ModifierNormaliser | None]:
+    """The lexicon backend's concept and modifier normalisers, so RadGraph entities share its
+    concept ids and modifier values; (None, None) when evaluation.lexicon is not installed."""
     try:
-        from evaluation import lexicon
+        from evaluation.lexicon import load_lexicon
     except ImportError:
-        return None
-    fn = getattr(lexicon, "normalise_concept", None)
-    return fn if callable(fn) else None
+        return None, None
+    lexicon = load_lexicon()
+    return getattr(lexicon, "concept_for_text", None), getattr(lexicon, "normalise_modifier", None)

@@ -15,7 +15,7 @@ import pytest
 from evaluation.entities import Entity
 from evaluation.radgraph_mapping import (
     LATERALITY,
-    SEVERITY,
+    MODIFIER_KEYS,
     align_tokens,
     entities_from_radgraph,
     parse_label,
@@ -132,6 +132,28 @@ def test_modify_cycles_keep_one_head_and_unaligned_tokens_get_no_offsets() -> No
     assert [e.text for e in got] == ["``", "lung"]
     assert (got[0].start, got[0].end, got[0].assertion, got[0].anatomy) == (-1, -1, "uncertain", None)
     assert (got[1].kind, got[1].start, got[1].end) == ("anatomy", 23, 27)
+
+
+def test_mapping_with_the_lexicon_backends_normalisers() -> None:
+    lexicon = pytest.importorskip("evaluation.lexicon")
+    from evaluation.radgraph_mapping import lexicon_normalisers
+
+    normalise, modifier = lexicon_normalisers()
+    assert normalise is not None and modifier is not None
+    report, doc = _doc()
+    doc["entities"]["1"]["tokens"] = "Mildly"  # canonicalised by the lexicon: "mild"
+    report = "Mildly" + report[len("Small"):]
+    doc["text"] = "Mildly" + doc["text"][len("Small"):]
+    doc["entities"]["10"] = {"tokens": "increased", "label": "Observation::definitely present",
+                             "start_ix": 8, "end_ix": 8, "relations": [["modify", "9"]]}
+    doc["text"] = doc["text"].replace("Possible", "increased")
+    report = report.replace("Possible", "increased")
+    got = {e.text: e for e in entities_from_radgraph(doc, report, normalise=normalise, modifier=modifier)}
+    assert got["effusion"].concept == "pleural_effusion" == lexicon.load_lexicon().resolve("pleural effusion")[0]
+    assert got["effusion"].modifiers == {"severity": "mild", "laterality": "left"}
+    assert got["consolidation"].concept == "consolidation"
+    assert got["consolidation"].modifiers == {"change": "increased", "laterality": "right"}
+    assert got["pneumothorax"].concept == "pneumothorax" and got["pneumothorax"].assertion == "absent"
 
 
 @pytest.mark.parametrize(
@@ -284,7 +306,7 @@ def test_tiny_archive_runs_offline_and_maps_onto_the_schema(tiny_cache: tuple[st
     from tests.helpers_radgraph import NER_LABELS
 
     model_type, cache = tiny_cache
-    extractor = get_extractor(model_type, cache_dir=cache, batch_size=4, device="cpu", normalise=None)
+    extractor = get_extractor(model_type, cache_dir=cache, batch_size=4, device="cpu")  # lexicon if present
     assert extractor.name == model_type
     assert sorted(p.name for p in (cache / model_type).iterdir() if p.name != ".lock") == [
         "config.json", "vocabulary", "weights.th"
@@ -306,9 +328,9 @@ def test_tiny_archive_runs_offline_and_maps_onto_the_schema(tiny_cache: tuple[st
             n_entities += 1
             assert (e.kind, e.assertion) in allowed | {("observation", a) for a in ("present", "absent", "uncertain")}
             assert 0 <= e.start < e.end <= len(report) and report[e.start : e.end] == e.text
-            assert set(e.modifiers) <= {"laterality", "severity"}
+            assert set(e.modifiers) <= set(MODIFIER_KEYS)
             assert e.modifiers.get("laterality", "left") in LATERALITY.values()
-            assert e.modifiers.get("severity", "mild") in SEVERITY.values()
+            assert e.concept is None or (isinstance(e.concept, str) and e.concept)
             assert e.anatomy is None or e.kind == "observation"
             assert Entity.from_json(e.to_json()) == e
         # an entity with no relations at all, that nothing modifies, maps one to one by its label
