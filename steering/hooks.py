@@ -138,54 +138,70 @@ class SteeringHook:
         if args and isinstance(args[0], torch.Tensor):
             self._last_ids = args[0]
 
-    def _positions(self, length: int, kwargs: dict) -> torch.Tensor:
+    def _start(self, length: int, kwargs: dict) -> int:
+        """Absolute position of this call's first token."""
         cache_position = kwargs.get("cache_position")
         if isinstance(cache_position, torch.Tensor) and cache_position.numel() == length:
-            pos = cache_position.to("cpu")
+            start = int(cache_position[0])
         else:  # no cache_position: with a KV cache, calls cover consecutive positions
             start = self._seen if length == 1 or self._seen == 0 else 0
-            pos = torch.arange(start, start + length)
-        self._seen = int(pos[-1]) + 1
-        return pos
+        self._seen = start + length
+        return start
 
-    def _mask(self, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
-        bsz, length = hidden.shape[0], hidden.shape[1]
-        pos = self._positions(length, kwargs)
-        t_prompt = self._prompt_mask.shape[1] if self._prompt_mask is not None else None
-        if t_prompt is None:
-            # No prompt mask: the first call is the prompt.
-            t_prompt = length if self.calls == 1 else 0
-        mask = torch.zeros(bsz, length, dtype=torch.bool, device=hidden.device)
-        in_prompt = pos < t_prompt
-        if in_prompt.any() and self.policy in ("all", "prompt"):
-            idx = pos[in_prompt]
-            if self._prompt_mask is not None:
-                mask[:, in_prompt.to(hidden.device)] = self._prompt_mask[:, idx].to(hidden.device)
-            else:
-                mask[:, in_prompt.to(hidden.device)] = True
-        gen = ~in_prompt
-        if gen.any() and self.policy in ("all", "generated"):
-            gen_d = gen.to(hidden.device)
-            mask[:, gen_d] = True
-            ids = self._last_ids
-            if self.exclude_ids and ids is not None and ids.shape[-1] == length:
-                excluded = torch.isin(ids, torch.tensor(self.exclude_ids, device=ids.device))
-                mask[:, gen_d] &= ~excluded[:, gen_d].to(hidden.device)
-        return mask
+    def _delta_like(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self._delta.device != hidden.device or self._delta.dtype != hidden.dtype:
+            self._delta = self._delta.to(device=hidden.device, dtype=hidden.dtype)  # once, not per step
+        if self._delta.shape[0] != hidden.shape[0]:
+            raise RuntimeError(f"steering bank has {self._delta.shape[0]} rows but the batch has {hidden.shape[0]}")
+        return self._delta
+
+    def _generated_mask(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """Mask of generated positions carrying excluded ids, or None when none can be excluded."""
+        ids = self._last_ids
+        if not self.exclude_ids or ids is None or ids.shape[-1] != hidden.shape[1]:
+            return None
+        return ~torch.isin(ids, torch.tensor(self.exclude_ids, device=ids.device)).to(hidden.device)
 
     def _hook(self, _module: nn.Module, _args: tuple, kwargs: dict, output: object) -> object:
         hidden = output[0] if isinstance(output, tuple) else output
         assert isinstance(hidden, torch.Tensor)
         self.calls += 1
-        mask = self._mask(hidden, kwargs)
-        n = int(mask.sum())
-        if n == 0:
-            return output
-        self.steered_positions += n
-        delta = self._delta.to(device=hidden.device, dtype=hidden.dtype)
-        if delta.shape[0] != hidden.shape[0]:
-            raise RuntimeError(f"steering bank has {delta.shape[0]} rows but the batch has {hidden.shape[0]}")
-        steered = hidden + delta * mask[..., None].to(hidden.dtype)
+        bsz, length = hidden.shape[0], hidden.shape[1]
+        start = self._start(length, kwargs)
+        if self._prompt_mask is not None:
+            t_prompt = self._prompt_mask.shape[1]
+        else:  # no prompt mask: the first call is the prompt
+            t_prompt = length if self.calls == 1 else 0
+        delta = self._delta_like(hidden)
+
+        if start >= t_prompt:  # decode step(s) under the KV cache: the fast path
+            if self.policy == "prompt":
+                return output
+            keep = self._generated_mask(hidden)
+            if keep is None:
+                self.steered_positions += bsz * length
+                steered = hidden + delta
+            else:
+                self.steered_positions += int(keep.sum())
+                steered = hidden + delta * keep[..., None].to(hidden.dtype)
+        else:  # the prompt pass (or a full recompute without cache): positions may be mixed
+            pos = torch.arange(start, start + length)
+            in_prompt = pos < t_prompt
+            mask = torch.zeros(bsz, length, dtype=torch.bool, device=hidden.device)
+            if self.policy in ("all", "prompt"):
+                idx = pos[in_prompt]
+                sel = in_prompt.to(hidden.device)
+                mask[:, sel] = self._prompt_mask[:, idx].to(hidden.device) if self._prompt_mask is not None else True
+            gen = ~in_prompt
+            if gen.any() and self.policy in ("all", "generated"):
+                sel = gen.to(hidden.device)
+                keep = self._generated_mask(hidden)
+                mask[:, sel] = True if keep is None else keep[:, sel]
+            n = int(mask.sum())
+            if n == 0:
+                return output
+            self.steered_positions += n
+            steered = hidden + delta * mask[..., None].to(hidden.dtype)
         if isinstance(output, tuple):
             return (steered, *output[1:])
         return steered

@@ -1,0 +1,94 @@
+"""Steering cost on the demo model (CPU, one thread, 64 new tokens), both sides in one run.
+
+- steer_overhead: time of a steered `generate` / a plain one (same prompt, exactly 64 tokens).
+- sweep_speedup: 8 α values on one case, one α per `generate` call (how the SAELens tutorials and
+  Neuronpedia steer) / all 8 rows in one batched call of the radsteer engine.
+
+    python benchmarks/steering.py [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+# This file is named like the `steering` package; keep its folder off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+torch.set_num_threads(1)
+
+from steering.demo_model import load_demo_adapter  # noqa: E402
+from steering.engine import GenerationSettings, SteeringEngine, SteeringSpec, plan_rows  # noqa: E402
+from steering.feature_bank import FeatureBank  # noqa: E402
+from steering.hooks import SteeringHook  # noqa: E402
+
+CASE = {"indication": "Shortness of breath, fever", "technique": "PA and lateral chest radiograph",
+        "comparison": "Chest radiograph from two days earlier"}
+ALPHAS = [-8.0, -4.0, -2.0, -1.0, 1.0, 2.0, 4.0, 8.0]
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    args = parser.parse_args()
+
+    adapter = load_demo_adapter()
+    model, n = adapter.model, args.new_tokens
+    g = torch.Generator().manual_seed(0)
+    direction = torch.randn(1, adapter.hidden_size, generator=g)
+    bank = FeatureBank(decoder=direction / direction.norm(), ids=["d"])
+    layer = 15
+    ids = torch.tensor([adapter.prompt_ids(CASE)])
+    mask = torch.ones_like(ids)
+    kw = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=adapter.pad_token_id)
+
+    def plain() -> None:
+        with torch.inference_mode():
+            model.generate(input_ids=ids, attention_mask=mask, **kw)
+
+    def steered() -> None:
+        with torch.inference_mode(), SteeringHook(adapter.layer(layer), bank.decoder, torch.tensor([4.0])):
+            model.generate(input_ids=ids, attention_mask=mask, **kw)
+
+    plain()  # warm-up
+    plain_t, steer_t = [], []
+    for _ in range(args.repeats):  # interleaved, so drift in machine load hits both sides alike
+        plain_t.append(timed(plain))
+        steer_t.append(timed(steered))
+    overhead = statistics.median(steer_t) / statistics.median(plain_t)
+    print(f"plain generate  ({n} tokens): median {statistics.median(plain_t):.3f} s over {args.repeats}")
+    print(f"steered generate ({n} tokens): median {statistics.median(steer_t):.3f} s over {args.repeats}")
+
+    settings = GenerationSettings(max_new_tokens=n)
+    spec = SteeringSpec(layer=layer)
+    one_at_a_time = SteeringEngine(adapter, bank, spec=spec, settings=settings, batch_size=1)
+    batched = SteeringEngine(adapter, bank, spec=spec, settings=settings, batch_size=len(ALPHAS))
+    rows = [r for r in plan_rows(["c"], ["d"], ALPHAS) if not r.is_baseline]
+    cases = {"c": CASE}
+    seq_t, bat_t = [], []
+    for _ in range(max(2, args.repeats // 2)):
+        seq_t.append(timed(lambda: [one_at_a_time.generate(cases, [r]) for r in rows]))
+        bat_t.append(timed(lambda: batched.generate(cases, rows)))
+    a = {r.row.key(): r.token_ids for r in batched.generate(cases, rows)}
+    b = {r.row.key(): r.token_ids for r in one_at_a_time.generate(cases, rows)}
+    assert a == b, "batched rows must equal one-row runs"
+    speedup = statistics.median(seq_t) / statistics.median(bat_t)
+    print(f"{len(ALPHAS)} α one per call: median {statistics.median(seq_t):.2f} s; "
+          f"batched: median {statistics.median(bat_t):.2f} s")
+    print(f"steer_overhead={overhead:.3f} sweep_speedup={speedup:.2f}")
+
+
+if __name__ == "__main__":
+    main()
