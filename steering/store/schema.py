@@ -16,6 +16,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -143,6 +144,7 @@ feature_contexts = Table(
     Column("token_index", Integer, nullable=False),
     Column("tokens", JSON, nullable=False),  # the context window, as strings
     Column("activations", JSON, nullable=False),  # per token of the window
+    Column("center", Integer, nullable=True),  # index in `tokens` of the token at `token_index`
 )
 
 feature_stats = Table(
@@ -161,6 +163,15 @@ mining_progress = Table(
     metadata,
     Column("corpus_hash", String(64), primary_key=True),
     Column("doc_id", String(200), primary_key=True),
+)
+
+mining_state = Table(
+    "mining_state",
+    metadata,
+    Column("corpus_hash", String(64), primary_key=True),  # same key as mining_progress
+    Column("n_docs", Integer, nullable=False),
+    Column("state", LargeBinary, nullable=False),  # safetensors bytes of the running top-k/histograms
+    Column("updated_at", DateTime(timezone=True), server_default=func.now(), onupdate=func.now()),
 )
 
 activation_checks = Table(
