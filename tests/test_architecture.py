@@ -1,0 +1,55 @@
+"""Dependencies point one way (DESIGN.md): protocols → {steering, evaluation, annotation_ui},
+annotation_ui → evaluation, all → steering.store; evaluation loads no torch at import."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN = {
+    "steering": {"evaluation", "annotation_ui", "protocols", "gradio"},
+    "evaluation": {"annotation_ui", "protocols", "gradio"},
+    "annotation_ui": {"protocols"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_no_upward_imports(package: str) -> None:
+    bad = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        hit = _imports(path) & FORBIDDEN[package]
+        if hit:
+            bad.append(f"{path.relative_to(ROOT)} imports {', '.join(sorted(hit))}")
+    assert not bad, "\n".join(bad)
+
+
+def test_statistics_and_reports_load_without_torch() -> None:
+    code = (
+        "import sys\n"
+        "import steering.store, evaluation.entities, evaluation.textdiff\n"
+        "import importlib\n"
+        "for m in ('evaluation.stats', 'evaluation.report', 'evaluation.lexicon', 'evaluation.diff',"
+        " 'evaluation.targets', 'evaluation.judge'):\n"
+        "    try:\n"
+        "        importlib.import_module(m)\n"
+        "    except ModuleNotFoundError as e:\n"
+        "        if e.name != m: raise\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
