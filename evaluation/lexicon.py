@@ -331,6 +331,9 @@ class Lexicon:
                 raise UnknownConceptError(str(name), [], "is not a non-empty string")
             key = " ".join(phrase_tokens(name.replace("_", " ")))
             cid = index.get(key)
+            if cid is None:  # plurals and inflections: read the name as a report would be read
+                found = [e for e in self._read(name) if e.text.lower() == name.strip().lower()]
+                cid = found[0].concept if len(found) == 1 else None
             if cid is None:
                 close = difflib.get_close_matches(key, list(index), n=8, cutoff=0.6)
                 by_concept: dict[str, str] = {}
@@ -437,9 +440,10 @@ class LexiconExtractor:
         """index of each observation item -> (distance to its nearest cue, cue kind)."""
         cues: dict[int, tuple[int, str]] = {}
 
-        def note(k: int, cue: _Item, kind: str) -> None:
+        def note(k: int, cue: _Item, kind: str, backward: bool = False) -> None:
             d = abs(items[k].tok - cue.tok)
-            if k not in cues or d < cues[k][0]:
+            # on a tie the cue after the finding wins: "possible effusion has resolved"
+            if k not in cues or d < cues[k][0] or (backward and d == cues[k][0]):
                 cues[k] = (d, kind)
 
         n = len(items)
@@ -463,7 +467,7 @@ class LexiconExtractor:
             b = k - 1
             while b >= 0 and items[b].kind not in ("comma", "end") and items[b].kind not in ("neg_post", "unc_post"):
                 if items[b].kind == "obs":
-                    note(b, it, kind)
+                    note(b, it, kind, backward=True)
                 b -= 1
             if it.kind == "unc_both":
                 f = k + 1
@@ -475,16 +479,40 @@ class LexiconExtractor:
 
     # -- stage 4: modifiers per clause
     @staticmethod
-    def _clauses(items: list[_Item]) -> list[list[int]]:
-        clauses: list[list[int]] = [[]]
+    def _clauses(items: list[_Item]) -> list[tuple[str, list[int]]]:
+        """(kind of the boundary before it, item indices) for each clause of a sentence."""
+        clauses: list[tuple[str, list[int]]] = [("start", [])]
         for k, it in enumerate(items):
             if it.kind in ("comma", "conj", "end", "neg_pre", "unc_pre", "unc_both"):
-                clauses.append([])
+                clauses.append((it.kind, []))
                 if it.kind in ("neg_pre", "unc_pre"):
-                    clauses[-1].append(k)  # modifiers after "no" still belong to what follows
+                    clauses[-1][1].append(k)  # modifiers after "no" still belong to what follows
                 continue
-            clauses[-1].append(k)
-        return [c for c in clauses if c]
+            clauses[-1][1].append(k)
+        return [c for c in clauses if c[1]]
+
+    def _modifier_candidates(self, items: list[_Item], clause: list[int], obs: list[int],
+                             cand: dict[int, dict[str, tuple[int, int, str]]], tail_of: int | None) -> None:
+        """Offer each modifier of a clause to an observation: the next one after it, else the one
+        before it; a clause with no observation after a comma ("effusion, unchanged") offers its
+        modifiers, at the lowest priority, to the last observation of the clause before."""
+        lex = self.lexicon
+        for k in clause:
+            it = items[k]
+            if it.kind in ("lat", "sev", "chg"):
+                key, value, implied = {"lat": "laterality", "sev": "severity", "chg": "change"}[it.kind], it.value, 0
+            elif it.kind == "anat" and lex.concepts[it.value or ""].laterality:
+                key, value, implied = "laterality", lex.concepts[it.value or ""].laterality, 2
+            else:
+                continue
+            if tail_of is not None:
+                target, prio = tail_of, 5
+            else:
+                after = [o for o in obs if o > k]
+                target, prio = (after[0], implied) if after else ([o for o in obs if o < k][-1], 1 + implied)
+            c = (prio, abs(k - target), value or "")
+            if key not in cand[target] or c < cand[target][key]:
+                cand[target][key] = c
 
     def extract_one(self, text: str) -> list[Entity]:
         """Entities of one report, in reading order."""
@@ -492,37 +520,22 @@ class LexiconExtractor:
         lex = self.lexicon
         for items in self._sentences(text):
             cues = self._assertions(items)
-            mods: dict[int, dict[str, str]] = {}
+            cand: dict[int, dict[str, tuple[int, int, str]]] = {}  # obs -> key -> (priority, distance, value)
             anat_of: dict[int, str] = {}
-            for clause in self._clauses(items):
+            prev_obs: list[int] = []
+            for boundary, clause in self._clauses(items):
                 obs = [k for k in clause if items[k].kind == "obs"]
-                if not obs:
-                    continue
-                # candidates per observation: (priority, distance, value)
-                cand: dict[int, dict[str, tuple[int, int, str]]] = {k: {} for k in obs}
-                for k in clause:
-                    it = items[k]
-                    if it.kind in ("lat", "sev", "chg"):
-                        key, value, implied = {"lat": "laterality", "sev": "severity", "chg": "change"}[it.kind], it.value, 0
-                    elif it.kind == "anat" and lex.concepts[it.value or ""].laterality:
-                        key, value, implied = "laterality", lex.concepts[it.value or ""].laterality, 2
-                    else:
-                        continue
-                    after = [o for o in obs if o > k]
-                    if after:
-                        target, prio = after[0], 0 + implied
-                    else:
-                        target, prio = [o for o in obs if o < k][-1], 1 + implied
-                    c = (prio, abs(k - target), value or "")
-                    if key not in cand[target] or c < cand[target][key]:
-                        cand[target][key] = c
-                for o in obs:
-                    m = {key: v[2] for key, v in cand[o].items()}
-                    m.update(items[o].inner)
-                    mods[o] = m
+                cand.update({k: {} for k in obs})
+                if obs:
+                    self._modifier_candidates(items, clause, obs, cand, None)
                     anats = [k for k in clause if items[k].kind == "anat"]
-                    if anats:
-                        anat_of[o] = items[min(anats, key=lambda k: abs(k - o))].value or ""
+                    for o in obs:
+                        if anats:
+                            anat_of[o] = items[min(anats, key=lambda k, o=o: abs(k - o))].value or ""
+                elif boundary == "comma" and prev_obs:
+                    self._modifier_candidates(items, clause, obs, cand, prev_obs[-1])
+                prev_obs = obs
+            mods = {o: {**{key: v[2] for key, v in c.items()}, **items[o].inner} for o, c in cand.items()}
             for k, it in enumerate(items):
                 if it.kind == "obs":
                     cue = cues.get(k)
@@ -552,14 +565,24 @@ def _continues_list(items: list[_Item], k: int) -> bool:
     """After a comma or "and" inside a negation scope: does a bare list of findings go on
     ("no effusion, pneumothorax or consolidation") or does a new positive clause start
     ("no pneumothorax, small left effusion", "no effusion, heart is enlarged")?"""
+    conj = False
     while k < len(items) and (items[k].kind == "conj" or (items[k].kind == "word" and items[k].value in _FILLERS)):
+        conj = conj or items[k].kind == "conj"
         k += 1
     if k >= len(items):
         return True
     it = items[k]
     if it.kind in ("neg_pre", "unc_pre"):
         return True
-    return it.kind == "obs" and not it.verb
+    if it.kind != "obs" or it.verb:
+        return False
+    if not conj:  # "no pneumothorax, pleural effusion is present": a verb after the finding starts a clause
+        for nxt in items[k + 1:]:
+            if nxt.kind in ("comma", "conj", "end"):
+                break
+            if nxt.kind == "word" and nxt.value in _VERBS:
+                return False
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="JSONL to write (replaced atomically)")
     parser.add_argument("--extractor", choices=EXTRACTORS, default="lexicon",
                         help="entity extraction backend for the entity diff (default: lexicon, offline)")
+    parser.add_argument("--radgraph-cache", default=None,
+                        help="directory holding the RadGraph model archives (radgraph / radgraph-xl only)")
     parser.add_argument("--batch-size", type=int, default=256, help="reports extracted per batch")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
@@ -36,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.output.parent.is_dir():
         raise RadsteerError(f"output folder {args.output.parent} does not exist; create it first")
     pairs = read_pairs(args.pairs)
-    extractor = get_extractor(args.extractor)
+    options = {"cache_dir": args.radgraph_cache} if args.extractor != "lexicon" and args.radgraph_cache else {}
+    extractor = get_extractor(args.extractor, **options)
     progress = not args.quiet and len(pairs) >= 100
     rows = label_pairs(pairs, extractor, batch_size=args.batch_size, progress=progress)
     write_jsonl_atomic(args.output, rows)
