@@ -25,6 +25,7 @@ from evaluation.judge import JudgeResult, LLMJudge
 from evaluation.judge_cache import StoreJudgeCache
 from evaluation.judge_prompt import JudgeItem
 from evaluation.labels import direction_of, label_of
+from steering.errors import RadsteerError
 from steering.store import StudyStore
 
 VERDICT_KEY = ["generation_id", "method"]
@@ -193,9 +194,9 @@ class Evaluator:
             on, off, evidence = self.entity_verdict(
                 entities[int(r["baseline_generation_id"])], entities[gid], targets, direction_of(float(r["alpha"]))
             )
-        except (ValueError, KeyError) as exc:  # e.g. a target concept the lexicon does not know
+        except (RadsteerError, ValueError, KeyError) as exc:  # e.g. a target concept the lexicon does not know
             return _error_row(gid, "entity_diff", f"{type(exc).__name__}: {exc}")
-        evidence = {**evidence, "extractor": self.extractor.name, "targets": targets}
+        evidence = {"targets": targets, **evidence, "extractor": self.extractor.name}
         return dict(generation_id=gid, method="entity_diff", on_target=on, off_target=off, label=label_of(on, off),
                     evidence=evidence, judge_model=None, prompt_hash=None, disagreement=None, error=None)
 
