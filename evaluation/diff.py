@@ -15,7 +15,7 @@ text is compared lower-cased, and words that are not findings in any backend ("c
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from evaluation.entities import Entity
@@ -77,7 +77,8 @@ class DiffItem:
         return f"{head} {self.concept} {self.before}>{self.after}"
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
+        # by hand rather than dataclasses.asdict, which deep-copies and was most of labelling's time
+        d: dict[str, Any] = {f: getattr(self, f) for f in _ITEM_FIELDS}
         d["baseline_text"] = list(self.baseline_text)
         d["steered_text"] = list(self.steered_text)
         d["description"] = self.describe()
@@ -89,6 +90,9 @@ class DiffItem:
         d["baseline_text"] = tuple(d.get("baseline_text") or ())
         d["steered_text"] = tuple(d.get("steered_text") or ())
         return cls(**d)
+
+
+_ITEM_FIELDS = tuple(f.name for f in fields(DiffItem))
 
 
 @dataclass(frozen=True)
