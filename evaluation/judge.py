@@ -221,6 +221,27 @@ class LLMJudge:
         """Blocking wrapper of `ajudge_many` (results in the order of `items`)."""
         return asyncio.run(self.ajudge_many(items, cache=cache, on_result=on_result))
 
+    def pair_judge(self, cache: JudgeCache | None = None) -> Callable[[Sequence[Any]], list[dict[str, Any]]]:
+        """Adapter for `evaluation.labelling.label_pairs(judge=...)`: pairs in (objects with
+        baseline, steered, direction, targets and optional target_names, description), one
+        verdict mapping per pair out (method "llm_judge"; `error` set when it failed)."""
+
+        def judge_pairs(pairs: Sequence[Any]) -> list[dict[str, Any]]:
+            items = [
+                JudgeItem(key=i, baseline=p.baseline, steered=p.steered, direction=int(p.direction),
+                          targets=tuple(getattr(p, "target_names", ()) or p.targets),
+                          description=getattr(p, "description", None) or "")
+                for i, p in enumerate(pairs)
+            ]
+            out = []
+            for res in self.judge_many(items, cache=cache):
+                row = res.verdict_row(0)
+                out.append({k: row[k] for k in ("method", "on_target", "off_target", "label", "evidence",
+                                                "judge_model", "prompt_hash", "error")})
+            return out
+
+        return judge_pairs
+
     async def ajudge_many(
         self,
         items: Sequence[JudgeItem],

@@ -142,3 +142,39 @@ def test_evaluate_without_judge_and_bad_inputs(study: Path, tmp_path: Path, caps
     assert not any(m == "llm_judge" for *_, m in v)
     assert v[("c1", "f_eff", 5.0, "combined")]["label"] == "on"
     assert "llm_judge did not run" in v[("c1", "f_eff", 5.0, "combined")]["evidence"]["note"]
+
+
+def test_judge_settings_come_from_the_frozen_protocol(study: Path, capsys) -> None:
+    with FakeOpenAIServer(decide=_decide) as srv:  # keyless server: the protocol says api_key_env: null
+        (study / "protocol.yaml").write_text(
+            "name: t\nmodel: {kind: demo}\nlayer: 1\nalphas: [5]\ncases: {path: cases.jsonl}\n"
+            "features: {source: concept, path: v, items: [{id: f_eff, targets: [pleural_effusion]}]}\n"
+            f"evaluation:\n  judge: {{base_url: '{srv.base_url}', model: proto-judge, api_key_env: null,"
+            " concurrency: 2}\n")
+        assert main(["evaluate", str(study), "--no-progress"]) == 0
+        assert srv.requests == 6 and srv.max_in_flight <= 2
+    v = _verdicts(study)
+    assert v[("c1", "f_eff", 5.0, "llm_judge")]["judge_model"] == "proto-judge"
+    assert v[("c1", "f_eff", 5.0, "llm_judge")]["label"] == "on"
+
+
+def test_label_command_with_a_judge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import json
+
+    monkeypatch.setenv(ENV, KEY)
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [{"id": i, "baseline": NORMAL if c == "c1" else EFFUSION, "steered": text, "target": "effusion",
+             "direction": 1 if a > 0 else -1} for i, (c, _, a, text, _, _) in enumerate(STEERED)]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    with FakeOpenAIServer(api_key=KEY, decide=_decide) as srv:
+        assert main(["label", str(pairs), "-o", str(out), "--judge-base-url", srv.base_url, "--judge-model", "m",
+                     "--judge-api-key-env", ENV, "--quiet"]) == 0
+        assert srv.requests == len(STEERED)
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    for row, (*_, label, answer) in zip(got, STEERED, strict=True):
+        assert row["method"] == "combined"
+        assert row["verdicts"]["entity_diff"]["label"] == label
+        assert (row["verdicts"]["llm_judge"]["on_target"], row["verdicts"]["llm_judge"]["off_target"]) == answer
+        assert row["evidence"]["rule"] == "agree"
+    assert KEY not in out.read_text()

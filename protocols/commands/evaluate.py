@@ -13,14 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from protocols.commands._judge_options import add_judge_arguments, judge_config_from
 from steering.errors import RadsteerError
 from steering.store import DB_FILENAME, StudyStore
-
-_JUDGE_FLAGS = {  # CLI dest -> JudgeConfig field
-    "judge_base_url": "base_url", "judge_model": "model", "judge_api_key_env": "api_key_env",
-    "concurrency": "concurrency", "judge_timeout": "timeout_s", "judge_max_retries": "max_retries",
-    "judge_max_calls": "max_calls", "judge_max_tokens": "max_tokens",
-}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,21 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="entity extraction backend (default: the protocol's, else lexicon)")
     parser.add_argument("--radgraph-cache", default=None, help="directory holding the RadGraph model archives")
     parser.add_argument("--batch-size", type=int, default=64, help="reports per extraction batch (default 64)")
-    j = parser.add_argument_group("LLM judge (any OpenAI-compatible server)")
-    j.add_argument("--judge-base-url", default=None, help="e.g. http://localhost:8000/v1 for vLLM (default: OpenAI)")
-    j.add_argument("--judge-model", default=None, help="judge model name; giving it turns the judge on")
-    j.add_argument("--judge-api-key-env", default=None,
-                   help="NAME of the environment variable holding the API key (default OPENAI_API_KEY); "
-                        "use 'none' for keyless local servers")
-    j.add_argument("--concurrency", type=int, default=None, help="parallel judge requests (default 16)")
-    j.add_argument("--judge-timeout", type=float, default=None, help="seconds per request (default 60)")
-    j.add_argument("--judge-max-retries", type=int, default=None, help="retries on 429/5xx/timeouts (default 4)")
-    j.add_argument("--judge-max-calls", type=int, default=None, help="request budget for this run")
-    j.add_argument("--judge-max-tokens", type=int, default=None, help="token budget for this run")
-    j.add_argument("--no-judge", action="store_true", help="skip the judge even if the protocol configures one")
-    parser.add_argument("--combine-rule", choices=["agree", "judge", "any"], default="agree",
-                        help="agree: a change counts only when both methods see it (default); "
-                             "judge: the judge decides; any: either method suffices")
+    add_judge_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -55,26 +36,6 @@ def _protocol_evaluation(run_dir: Path) -> dict[str, Any]:
     from protocols.loader import load_protocol
 
     return load_protocol(path).protocol.evaluation.model_dump()
-
-
-def judge_config_from(args: argparse.Namespace, section: dict[str, Any] | None):
-    """JudgeConfig from the protocol's judge section overridden by CLI flags, or None (no judge)."""
-    from evaluation.judge import JudgeConfig
-
-    if getattr(args, "no_judge", False):
-        return None
-    data: dict[str, Any] = {k: v for k, v in (section or {}).items() if v is not None}
-    for dest, name in _JUDGE_FLAGS.items():
-        value = getattr(args, dest, None)
-        if value is not None:
-            data[name] = value
-    if "model" not in data:
-        if data:
-            raise RadsteerError("judge options were given without --judge-model: name the judge model")
-        return None
-    if str(data.get("api_key_env", "")).lower() == "none":
-        data["api_key_env"] = None
-    return JudgeConfig.from_mapping(data, where="judge")
 
 
 def run(args: argparse.Namespace) -> int:

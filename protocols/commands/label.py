@@ -7,10 +7,12 @@ temporary file and renamed, so a bad row or an interrupted run leaves no partial
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections import Counter
 from pathlib import Path
 
+from protocols.commands._judge_options import add_judge_arguments, judge_config_from
 from steering.errors import RadsteerError
 
 EXTRACTORS = ("lexicon", "radgraph", "radgraph-xl")
@@ -25,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="directory holding the RadGraph model archives (radgraph / radgraph-xl only)")
     parser.add_argument("--batch-size", type=int, default=256, help="reports extracted per batch")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    add_judge_arguments(parser)  # --judge-model etc.: an LLM judge beside the entity diff
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +44,16 @@ def run(args: argparse.Namespace) -> int:
     options = {"cache_dir": args.radgraph_cache} if args.extractor != "lexicon" and args.radgraph_cache else {}
     extractor = get_extractor(args.extractor, **options)
     progress = not args.quiet and len(pairs) >= 100
-    rows = label_pairs(pairs, extractor, batch_size=args.batch_size, progress=progress)
+    judge = combine = None
+    config = judge_config_from(args)
+    if config is not None:  # both verdicts kept per row; the top-level one is the combined verdict
+        from evaluation.combine import combine_verdicts
+        from evaluation.judge import LLMJudge
+
+        judge = LLMJudge(config).pair_judge()
+        combine = functools.partial(combine_verdicts, rule=args.combine_rule)
+    rows = label_pairs(pairs, extractor, judge=judge, combine=combine, batch_size=args.batch_size,
+                       progress=progress)
     write_jsonl_atomic(args.output, rows)
     if not args.quiet:
         counts = Counter(r["label"] for r in rows)
