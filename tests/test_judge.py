@@ -79,6 +79,19 @@ def test_500s_beyond_the_retry_budget_are_recorded() -> None:
     assert srv.requests == 3 and judge.stats.retries == 2 and judge.stats.errors == 1
 
 
+def test_connection_errors_are_retried_then_recorded() -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    judge = LLMJudge(JudgeConfig(model="m", base_url=f"http://127.0.0.1:{port}/v1", api_key_env=ENV,
+                                 max_retries=2, backoff_base_s=0.01, timeout_s=2.0))
+    (res,) = judge.judge_many([_item(1, "Effusion #on")])
+    assert res.label is None and "APIConnectionError" in res.error and "after 3 attempts" in res.error
+    assert judge.stats.requests == 3 and judge.stats.retries == 2
+
+
 def test_timeouts_are_recorded() -> None:
     with FakeOpenAIServer(slow_s=3.0) as srv:
         results = _judge(srv, timeout_s=0.3, max_retries=1).judge_many([_item(1, "Effusion #slow"),
@@ -139,7 +152,6 @@ def test_the_api_key_never_reaches_store_logs_or_errors(store, tmp_path, caplog,
         judge = _judge(srv)
         results = judge.judge_many([_item(1, "Effusion #on")], cache=StoreJudgeCache(store))
     assert results[0].error is not None and "401" in results[0].error and "[redacted]" in results[0].error
-    store.upsert("verdicts", [], key=["generation_id", "method"])
     store.add_cases([{"case_id": "c", "inputs": {}, "split": "test"}])
     from steering.store import BASELINE_FEATURE
 
