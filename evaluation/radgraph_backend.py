@@ -34,7 +34,7 @@ from typing import Any
 
 from evaluation.entities import Entity, register_extractor
 from evaluation.radgraph_mapping import Normaliser, entities_from_radgraph, lexicon_normalisers
-from protocols.errors import RadsteerError
+from steering.errors import RadsteerError
 
 CACHE_ENV = "RADSTEER_RADGRAPH_CACHE"
 HUB_REPO = "StanfordAIMI/RRG_scorers"  # where the radgraph package downloads its archives from
