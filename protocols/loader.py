@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,11 @@ class LoadedProtocol:
     protocol: Protocol
     path: Path
     text: str  # the file as written, frozen into the run directory
+    lines: dict[tuple, int] = field(default_factory=dict, repr=False)  # key path → line
+
+    def where(self, *loc: str | int) -> str:
+        """`file:line: field` for a place in the protocol, the prefix of every error about it."""
+        return f"{self.path}:{_line_of(self.lines, loc)}: {_dotted(loc)}"
 
     @property
     def base_dir(self) -> Path:
@@ -120,4 +125,21 @@ def load_protocol(path: str | os.PathLike[str]) -> LoadedProtocol:
         msg = err["msg"].removeprefix("Value error, ")
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise RadsteerError(f"{file}:{_line_of(lines, loc)}: {_dotted(loc)}: {msg}{more}") from None
-    return LoadedProtocol(protocol=protocol, path=file.resolve(), text=text)
+    for loc, msg in _cross_checks(protocol):
+        raise RadsteerError(f"{file}:{_line_of(lines, loc)}: {_dotted(loc)}: {msg}")
+    return LoadedProtocol(protocol=protocol, path=file.resolve(), text=text, lines=lines)
+
+
+def _cross_checks(p: Protocol) -> list[tuple[tuple, str]]:
+    """Errors that involve more than one field, each with the place to fix."""
+    out: list[tuple[tuple, str]] = []
+    fs = p.features
+    if fs.source == "concept" and fs.concepts:
+        known = [c.id for c in fs.concepts]
+        for i, item in enumerate(fs.items):
+            if item.id not in known:
+                out.append((("features", "items", i, "id"),
+                            f"unknown feature id {item.id!r}: not among features.concepts ({', '.join(known)})"))
+    if p.layer < 0:
+        out.append((("layer",), f"layer must be ≥ 0 (0-based index of the decoder layer), not {p.layer}"))
+    return out

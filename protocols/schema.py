@@ -8,9 +8,19 @@ variable* that holds its API key.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+
+def _no_bool(v: object) -> object:
+    # YAML reads yes/no/on/off as booleans; pydantic would quietly turn them into 1.0/0.0.
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, not the boolean {str(v).lower()}")
+    return v
+
+
+Number = Annotated[float, BeforeValidator(_no_bool), Field(allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
@@ -55,9 +65,12 @@ class FeatureSource(_Strict):
     source: Literal["sae", "concept"]
     path: str  # SAE file/folder, or the folder concept vectors are written to / read from
     format: Literal["auto", "dictionary_learning", "saelens"] = "auto"
-    normalisation_factor: float | None = None
+    normalisation_factor: Number | None = None
     items: list[FeatureSpec] = Field(min_length=1)
     concepts: list[ConceptExample] = Field(default_factory=list)  # how concept vectors are built
+    # Concept vectors: unit direction × median residual-token norm at the layer ("median_norm",
+    # so α is in typical residual norms), or the plain difference of means ("raw").
+    concept_scale: Literal["median_norm", "raw"] = "median_norm"
 
     @model_validator(mode="after")
     def _unique_ids(self) -> FeatureSource:
@@ -66,6 +79,11 @@ class FeatureSource(_Strict):
             if f.id in seen:
                 raise ValueError(f"feature id {f.id!r} is listed twice")
             seen.add(f.id)
+        concept_ids = [c.id for c in self.concepts]
+        if len(set(concept_ids)) != len(concept_ids):
+            raise ValueError("features.concepts lists a concept id twice")
+        if self.concepts and self.source != "concept":
+            raise ValueError("features.concepts is only used with source: concept")
         return self
 
 
@@ -100,10 +118,10 @@ class CaseSource(_Strict):
 class JudgeOptions(_Strict):
     base_url: str | None = None  # any OpenAI-compatible endpoint; None → OpenAI
     model: str
-    api_key_env: str = "OPENAI_API_KEY"  # the NAME of the variable, never the key
+    api_key_env: str | None = "OPENAI_API_KEY"  # the NAME of the variable, never the key; null: keyless server
     concurrency: int = Field(default=8, ge=1, le=256)
     timeout_s: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=5, ge=0)
+    max_retries: int = Field(default=4, ge=0)
     max_calls: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
 
@@ -134,7 +152,7 @@ class Protocol(_Strict):
     model: ModelSpec
     features: FeatureSource
     layer: int
-    alphas: list[float] = Field(min_length=1)
+    alphas: list[Number] = Field(min_length=1)
     steering: SteeringOptions = Field(default_factory=SteeringOptions)
     generation: GenerationOptions = Field(default_factory=GenerationOptions)
     cases: CaseSource

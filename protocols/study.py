@@ -6,6 +6,7 @@ planned rows and a steering engine, so `sweep`, `run`, `validate` and `demo` agr
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -41,7 +42,10 @@ class Study:
     @cached_property
     def cases(self) -> dict[str, dict[str, Any]]:
         spec = self.protocol.cases
-        rows = read_cases_jsonl(self.loaded.resolve(spec.path))
+        try:
+            rows = read_cases_jsonl(self.loaded.resolve(spec.path))
+        except RadsteerError as exc:
+            raise RadsteerError(f"{self.loaded.where('cases', 'path')}: {exc}") from None
         rows = assign_splits(rows, spec.split.tune_fraction, spec.split.seed)
         if spec.split.use != "all":
             rows = [r for r in rows if r["split"] == spec.split.use]
@@ -58,18 +62,92 @@ class Study:
     def bank_path(self) -> Path:
         return self.loaded.resolve(self.protocol.features.path)
 
+    # -- concept vectors --------------------------------------------------------------------
+    def concepts(self) -> list:
+        from steering.concept_vectors import Concept
+
+        items = {f.id: f for f in self.protocol.features.items}
+        out = []
+        for c in self.protocol.features.concepts:
+            item = items.get(c.id)
+            out.append(Concept(
+                id=c.id, positive=tuple(c.positive), negative=tuple(c.negative),
+                description=c.description or (item.description if item else ""),
+                targets=tuple(c.targets or (item.targets if item else ())),
+            ))
+        return out
+
+    def concept_fingerprint(self) -> str:
+        from steering.concept_vectors import concepts_fingerprint
+
+        return concepts_fingerprint(self.concepts(), layer=self.protocol.layer,
+                                    scale=self.protocol.features.concept_scale)
+
+    def concept_vectors_state(self) -> str:
+        """"missing", "stale" (built from other sentences/layer/scale) or "current"."""
+        from steering.sae_loaders import SAELENS_CFG
+
+        cfg = self.bank_path() / SAELENS_CFG
+        if not cfg.exists():
+            return "missing"
+        if not self.protocol.features.concepts:
+            return "current"  # vectors supplied as they are: nothing to compare them with
+        try:
+            prov = json.loads(cfg.read_text()).get("radsteer", {}).get("provenance", {})
+        except (OSError, ValueError):
+            return "stale"
+        return "current" if prov.get("fingerprint") == self.concept_fingerprint() else "stale"
+
+    def build_concept_vectors(self, adapter, *, batch_size: int = 16):
+        """Build the protocol's concept vectors with `adapter` and write them to features.path
+        (atomically: a half-written folder never replaces a good one)."""
+        from steering.concept_vectors import build_concept_vectors
+        from steering.sae_loaders import save_saelens
+
+        fs = self.protocol.features
+        if fs.source != "concept":
+            raise RadsteerError(f"{self.loaded.where('features', 'source')}: vectors are built only for "
+                                f"source: concept (this protocol steers SAE features)")
+        if not fs.concepts:
+            raise RadsteerError(f"{self.loaded.where('features')}: no features.concepts to build vectors from "
+                                f"(list each concept's positive and negative example sentences)")
+        bank = build_concept_vectors(adapter, self.concepts(), self.protocol.layer,
+                                     scale=fs.concept_scale, batch_size=batch_size)
+        target = self.bank_path()
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_saelens(bank, tmp, hook_name=adapter.layer_module_path(self.protocol.layer))
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+        return bank
+
+    def check_concept_vectors(self) -> None:
+        """Concept vectors must exist and match the protocol's sentences, layer and scale."""
+        if self.protocol.features.source != "concept":
+            return
+        state = self.concept_vectors_state()
+        if state == "current":
+            return
+        what = "not found" if state == "missing" else "were built from other sentences, layer or scale"
+        force = " --force" if state == "stale" else ""
+        raise RadsteerError(
+            f"{self.loaded.where('features', 'path')}: concept vectors at {self.bank_path()} {what}: "
+            f"build them with `radsteer vectors build {self.loaded.path}{force}`"
+        )
+
+    # -- feature bank -----------------------------------------------------------------------
     def load_bank(self):
         from steering.sae_loaders import load_feature_bank
 
         fs = self.protocol.features
         path = self.bank_path()
-        if fs.source == "concept" and not path.exists():
-            raise RadsteerError(
-                f"concept vectors not found at {path}: build them with "
-                f"`radsteer vectors build {self.loaded.path}`"
-            )
-        bank = load_feature_bank(path, fs.format, normalisation_factor=fs.normalisation_factor,
-                                 layer=self.protocol.layer)
+        self.check_concept_vectors()
+        try:
+            bank = load_feature_bank(path, fs.format, normalisation_factor=fs.normalisation_factor,
+                                     layer=self.protocol.layer)
+        except RadsteerError as exc:
+            raise RadsteerError(f"{self.loaded.where('features', 'path')}: {exc}") from None
         bank.provenance["sha256"] = sha256_path(path)
         for item in fs.items:  # protocol descriptions/targets win over the bank's own
             fid = bank.canonical_id(item.id)
@@ -80,7 +158,36 @@ class Study:
         return bank
 
     def feature_ids(self, bank) -> list[str]:
-        return [bank.canonical_id(item.id) for item in self.protocol.features.items]
+        out = []
+        for i, item in enumerate(self.protocol.features.items):
+            try:
+                out.append(bank.canonical_id(item.id))
+            except RadsteerError as exc:
+                raise RadsteerError(f"{self.loaded.where('features', 'items', i, 'id')}: {exc}") from None
+        return out
+
+    def check_layer(self, num_layers: int, model_name: str) -> None:
+        if not 0 <= self.protocol.layer < num_layers:
+            raise RadsteerError(
+                f"{self.loaded.where('layer')}: layer {self.protocol.layer} does not exist in {model_name}: "
+                f"it has {num_layers} decoder layers (0–{num_layers - 1})"
+            )
+
+    def check_width(self, bank, hidden_size: int, num_layers: int, model_name: str) -> None:
+        """The bank must be as wide as the model and the layer must exist (errors name the place)."""
+        if bank.d_model != hidden_size:
+            raise RadsteerError(
+                f"{self.loaded.where('features', 'path')}: SAE width {bank.d_model} ≠ model width {hidden_size}: "
+                f"{self.bank_path()} has d_in={bank.d_model} but {model_name} has hidden size {hidden_size}; "
+                f"use vectors made for this model"
+            )
+        self.check_layer(num_layers, model_name)
+        built_for = bank.provenance.get("model") if bank.source == "concept" else None
+        if built_for and built_for != model_name and self.protocol.model.kind in ("demo", "hf_causal_lm"):
+            raise RadsteerError(
+                f"{self.loaded.where('features', 'path')}: concept vectors were built with {built_for}, "
+                f"not {model_name}: rebuild them with `radsteer vectors build {self.loaded.path} --force`"
+            )
 
     def load_adapter(self):
         from steering.models import load_adapter
@@ -92,6 +199,7 @@ class Study:
         from steering.engine import GenerationSettings, SteeringEngine, SteeringSpec
 
         p = self.protocol
+        self.check_width(bank, adapter.hidden_size, adapter.num_layers, adapter.name)
         spec = SteeringSpec(layer=p.layer, space=p.steering.vector_space, unit_norm=p.steering.unit_norm,
                             positions=p.steering.positions, exclude=tuple(p.steering.exclude))
         g = p.generation

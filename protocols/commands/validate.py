@@ -1,8 +1,29 @@
-"""`radsteer validate` — not implemented yet."""
+"""`radsteer validate PROTOCOL`: check a protocol, its files and the model/SAE widths, generating nothing.
 
-from protocols.commands._pending import add_passthrough as add_arguments  # noqa: F401
-from protocols.commands._pending import not_yet
+Reads the model's config.json (or the demo model's GGUF header) for its hidden size and layer
+count — never the weights — and the feature bank for its width and feature ids. Writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
 
 
-def run(args) -> int:
-    return not_yet("validate", "Study protocols, `radsteer run`")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("protocol", help="study protocol (YAML)")
+    parser.add_argument("--runs-dir", default="runs", help="where runs/<name>/ would be written (default: runs)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from protocols.plan import check_study, describe
+    from protocols.study import Study
+
+    study = Study.from_protocol(args.protocol, args.runs_dir)
+    study.check_run_dir()
+    checked = check_study(study)
+    print("radsteer validate: OK")
+    for line in describe(checked):
+        print(f"  {line}")
+    for w in checked.warnings:
+        print(f"  note: {w}")
+    return 0
