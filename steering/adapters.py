@@ -71,6 +71,15 @@ class ModelAdapter:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    @property
+    def default_layer(self) -> int:
+        """Where to steer when nobody says: the middle of the decoder stack."""
+        return self.num_layers // 2
+
+    @property
+    def default_max_new_tokens(self) -> int:
+        return 64
+
     def layer(self, index: int) -> nn.Module:
         if not -self.num_layers <= index < self.num_layers:
             raise RadsteerError(

@@ -29,13 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unit-norm", action="store_true")
     parser.add_argument("--feature", help="feature id to steer (e.g. f1599 or a concept id)")
     parser.add_argument("--alpha", type=float, action="append", help="steering coefficient (repeatable)")
-    parser.add_argument("--layer", type=int, default=None, help="decoder layer (default: 15 for MAIRA-2, "
-                        "else the bank's layer or the middle layer)")
+    parser.add_argument("--layer", type=int, default=None, help="decoder layer (default: the bank's layer, "
+                        "else the model's default: 15 for MAIRA-2, the middle layer otherwise)")
     parser.add_argument("--positions", default="all", choices=("all", "prompt", "generated"))
     parser.add_argument("--exclude", action="append", choices=("special", "image"), default=[])
     parser.add_argument("--case", required=True,
                         help="the case as inline JSON, or the path of a JSON file (image paths relative to it)")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="default: the model's (300 for MAIRA-2, 450 grounded; 64 otherwise)")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true", help="print JSON instead of columns")
@@ -94,11 +95,11 @@ def run(args: argparse.Namespace) -> int:
     adapter = load_adapter(args.model_kind, args.model, dtype=args.dtype, device=args.device)
     layer = args.layer
     if layer is None:
-        default = 15 if args.model_kind == "maira2" else adapter.num_layers // 2
-        layer = bank.layer if bank is not None and bank.layer is not None else default
+        layer = bank.layer if bank is not None and bank.layer is not None else adapter.default_layer
+    max_new_tokens = args.max_new_tokens or adapter.default_max_new_tokens
     spec = SteeringSpec(layer=layer, space=args.vector_space, unit_norm=args.unit_norm,
                         positions=args.positions, exclude=tuple(args.exclude))
-    engine = SteeringEngine(adapter, bank, spec=spec, settings=GenerationSettings(max_new_tokens=args.max_new_tokens),
+    engine = SteeringEngine(adapter, bank, spec=spec, settings=GenerationSettings(max_new_tokens=max_new_tokens),
                             batch_size=len(alphas) + 1)
     rows = plan_rows([case["case_id"]], [feature] if feature else [], alphas)
     results = engine.generate({case["case_id"]: case}, rows)
