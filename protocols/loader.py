@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -117,6 +118,7 @@ def load_protocol(path: str | os.PathLike[str]) -> LoadedProtocol:
         raise RadsteerError(f"{file}: a protocol must be a YAML mapping of fields")
     lines = _line_index(node) if node is not None else {}
     data = _expand_env(data, (), file, lines)
+    _merge_items_file(data, file, lines)
     try:
         protocol = Protocol.model_validate(data)
     except ValidationError as exc:
@@ -128,6 +130,46 @@ def load_protocol(path: str | os.PathLike[str]) -> LoadedProtocol:
     for loc, msg in _cross_checks(protocol):
         raise RadsteerError(f"{file}:{_line_of(lines, loc)}: {_dotted(loc)}: {msg}")
     return LoadedProtocol(protocol=protocol, path=file.resolve(), text=text, lines=lines)
+
+
+def _merge_items_file(data: dict[str, Any], file: Path, lines: dict[tuple, int]) -> None:
+    """Append the items of `features.items_file` (YAML list or JSONL) to `features.items`."""
+    features = data.get("features")
+    if not isinstance(features, dict) or not features.get("items_file"):
+        return
+    where = f"{file}:{_line_of(lines, ('features', 'items_file'))}: features.items_file"
+    path = Path(str(features["items_file"])).expanduser()
+    path = path if path.is_absolute() else file.parent / path
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RadsteerError(f"{where}: cannot read {path}: {exc.strerror or exc}") from None
+    from protocols.schema import FeatureSpec
+
+    items: list[tuple[int, Any]] = []
+    if path.suffix == ".jsonl":
+        for n, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    items.append((n, json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise RadsteerError(f"{path}:{n}: not valid JSON: {exc.msg}") from None
+    else:
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise RadsteerError(f"{path}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        if not isinstance(loaded, list):
+            raise RadsteerError(f"{path}: must hold a list of features ({{id, description, targets}})")
+        items = [(i + 1, item) for i, item in enumerate(loaded)]
+    for n, item in items:
+        try:
+            FeatureSpec.model_validate(item)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            label = "line" if path.suffix == ".jsonl" else "item"
+            raise RadsteerError(f"{path}: {label} {n}: {_dotted(tuple(err['loc']))}: {err['msg']}") from None
+    features["items"] = [*(features.get("items") or []), *(item for _, item in items)]
 
 
 def _cross_checks(p: Protocol) -> list[tuple[tuple, str]]:

@@ -67,6 +67,9 @@ class FeatureSource(_Strict):
     format: Literal["auto", "dictionary_learning", "saelens"] = "auto"
     normalisation_factor: Number | None = None
     items: list[FeatureSpec] = Field(min_length=1)
+    # A YAML list or JSONL file of more items ({id, description, targets}), merged into `items` at
+    # load time (so the protocol hash covers them) — e.g. features picked from an SAE's interpretations.
+    items_file: str | None = None
     concepts: list[ConceptExample] = Field(default_factory=list)  # how concept vectors are built
     # Concept vectors: unit direction × median residual-token norm at the layer ("median_norm",
     # so α is in typical residual norms), or the plain difference of means ("raw").
