@@ -167,49 +167,56 @@ def uniform_keys(doc: torch.Tensor, pos: torch.Tensor, seed: int = 0) -> torch.T
 class ContextTracker:
     """Per feature, the `size` entries with the highest scores seen so far, with their contexts.
 
-    Entries never filled keep score -inf. Tensors: score/act [size, F]; doc/pos [size, F];
-    ctx_ids/ctx_acts [size, F, width] (token id -1 marks a window slot outside the document).
+    Feature-major tensors (one row per feature): score/act [F, size]; doc/pos [F, size];
+    ctx_ids/ctx_acts [F, size, width]. Entries never filled keep score -inf; token id -1 marks
+    a window slot outside the document.
     """
-
-    def __init__(self, size: int, n_features: int, width: int, device: torch.device | str = "cpu") -> None:
-        self.size, self.width = size, width
-        self.score = torch.full((size, n_features), -math.inf, device=device)
-        self.act = torch.zeros((size, n_features), device=device)
-        self.doc = torch.full((size, n_features), -1, dtype=torch.long, device=device)
-        self.pos = torch.full((size, n_features), -1, dtype=torch.int32, device=device)
-        self.ctx_ids = torch.full((size, n_features, width), -1, dtype=torch.int32, device=device)
-        self.ctx_acts = torch.zeros((size, n_features, width), device=device)
 
     _FIELDS = ("score", "act", "doc", "pos", "ctx_ids", "ctx_acts")
 
+    def __init__(self, size: int, n_features: int, width: int, device: torch.device | str = "cpu") -> None:
+        self.size, self.width = size, width
+        self.score = torch.full((n_features, size), -math.inf, device=device)
+        self.act = torch.zeros((n_features, size), device=device)
+        self.doc = torch.full((n_features, size), -1, dtype=torch.long, device=device)
+        self.pos = torch.full((n_features, size), -1, dtype=torch.int32, device=device)
+        self.ctx_ids = torch.full((n_features, size, width), -1, dtype=torch.int32, device=device)
+        self.ctx_acts = torch.zeros((n_features, size, width), device=device)
+
     def update(self, scores: torch.Tensor, batch: ActivationBatch) -> None:
-        """Merge one batch: its own top candidates per feature, then top-k over old + new."""
-        n = scores.shape[0]
+        """Merge one batch, given its scores [F, N] (feature-major).
+
+        Each feature proposes its batch's top candidates; only features where a candidate beats
+        the current k-th entry are merged (top-k over [k + candidates]), so the work per batch
+        shrinks as the running lists fill with high scores.
+        """
+        n = scores.shape[1]
         if n == 0:
             return
         r = min(self.size, n)
-        cand_score, cand_idx = scores.topk(r, dim=0)  # [r, F]
-        if not bool((cand_score > self.score.min(0).values).any()):
-            return  # nothing in this batch enters any feature's top-k
-        n_feat = scores.shape[1]
-        win = batch.windows[cand_idx]  # [r, F, W] indices into the batch's tokens (n = outside)
-        acts_pad = torch.cat([batch.acts, batch.acts.new_zeros(1, n_feat)])
+        cand_score, cand_idx = scores.topk(r, dim=1)  # [F, r]
+        changed = (cand_score[:, 0] > self.score[:, -1]).nonzero(as_tuple=True)[0]
+        if changed.numel() == 0:
+            return
+        cand_score, cand_idx = cand_score[changed], cand_idx[changed]  # [C, r]
+        win = batch.windows[cand_idx]  # [C, r, W] indices into the batch's tokens (n = outside)
+        acts_t = batch.acts_t[changed]  # [C, N]
+        acts_pad = torch.cat([acts_t, acts_t.new_zeros(len(changed), 1)], dim=1)  # [C, N + 1]
         ids_pad = torch.cat([batch.token_ids.int(), batch.token_ids.new_full((1,), -1).int()])
-        feat = torch.arange(n_feat, device=scores.device)[None, :, None]
         new = {
             "score": cand_score,
-            "act": batch.acts.gather(0, cand_idx),
+            "act": acts_t.gather(1, cand_idx),
             "doc": batch.doc[cand_idx],
             "pos": batch.pos[cand_idx].int(),
             "ctx_ids": ids_pad[win],
-            "ctx_acts": acts_pad[win, feat],
+            "ctx_acts": acts_pad.gather(1, win.reshape(len(changed), -1)).reshape(win.shape),
         }
-        merged_score = torch.cat([self.score, cand_score])
-        sel = merged_score.topk(self.size, dim=0).indices  # [size, F]
+        merged = torch.cat([self.score[changed], cand_score], dim=1)
+        sel = merged.topk(self.size, dim=1).indices  # [C, size], sorted by score
         for name in self._FIELDS:
-            both = torch.cat([getattr(self, name), new[name]])
+            both = torch.cat([getattr(self, name)[changed], new[name]], dim=1)
             idx = sel if both.dim() == 2 else sel[..., None].expand(-1, -1, self.width)
-            setattr(self, name, both.gather(0, idx))
+            getattr(self, name)[changed] = both.gather(1, idx)
 
     def state(self, prefix: str) -> dict[str, torch.Tensor]:
         return {f"{prefix}.{n}": getattr(self, n).contiguous().cpu() for n in self._FIELDS}
@@ -234,11 +241,12 @@ class ActivationHistogram:
         self.step = (self.hi - self.lo) / n_bins
         self.counts = torch.zeros((n_features, n_bins), dtype=torch.long, device=device)
 
-    def update(self, acts: torch.Tensor, active: torch.Tensor) -> None:
-        tok, feat = active.nonzero(as_tuple=True)
+    def update(self, acts_t: torch.Tensor, active: torch.Tensor) -> None:
+        """Count a batch's active values; `acts_t`/`active` are feature-major [F, N]."""
+        feat, tok = active.nonzero(as_tuple=True)
         if tok.numel() == 0:
             return
-        values = acts[tok, feat]
+        values = acts_t[feat, tok]
         bins = ((values.log10() - self.lo) / self.step).floor().clamp_(0, self.n_bins - 1).long()
         flat = self.counts.view(-1)
         flat += torch.bincount(feat * self.n_bins + bins, minlength=flat.numel())
@@ -273,6 +281,14 @@ class ActivationBatch:
     token_ids: torch.Tensor  # [N]
     windows: torch.Tensor  # [N, W] indices into the N tokens; N marks a slot outside the document
     doc_ids: list[str] = field(default_factory=list)  # every document of the batch (mined or empty)
+    _acts_t: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def acts_t(self) -> torch.Tensor:
+        """Feature-major activations [F, N] (computed once)."""
+        if self._acts_t is None:
+            self._acts_t = self.acts.T.contiguous()
+        return self._acts_t
 
 
 class MiningState:
@@ -291,13 +307,14 @@ class MiningState:
         self.seed = s.seed
 
     def update(self, batch: ActivationBatch) -> None:
-        active = batch.acts > 0
-        neg = torch.tensor(-math.inf, device=batch.acts.device)
-        keys = uniform_keys(batch.doc, batch.pos, self.seed).to(batch.acts.device)[:, None]
-        self.trackers["top"].update(torch.where(active, batch.acts, neg), batch)
+        acts_t = batch.acts_t  # [F, N]
+        active = acts_t > 0
+        neg = torch.tensor(-math.inf, device=acts_t.device)
+        keys = uniform_keys(batch.doc, batch.pos, self.seed).to(acts_t.device)[None, :]
+        self.trackers["top"].update(torch.where(active, acts_t, neg), batch)
         self.trackers["quantile"].update(torch.where(active, keys, neg), batch)
         self.trackers["zero"].update(torch.where(active, neg, keys), batch)
-        self.histogram.update(batch.acts, active)
+        self.histogram.update(acts_t, active)
         self.n_tokens += int(batch.acts.shape[0])
         self.n_docs += len(batch.doc_ids)
 
@@ -559,41 +576,52 @@ class FeatureMiner:
                 names[doc.ordinal] = doc.doc_id
         return names
 
-    def context_rows(self, state: MiningState, corpus: Path) -> Iterator[dict[str, Any]]:
-        """feature_contexts rows of the final state, feature by feature."""
-        # Feature-major copies, so that each feature's entries are one cheap slice.
-        fm = {k: {n: getattr(t, n).transpose(0, 1).contiguous().cpu() for n in ContextTracker._FIELDS}
-              for k, t in state.trackers.items()}
+    def context_rows(self, state: MiningState, corpus: Path, chunk: int = 512) -> Iterator[dict[str, Any]]:
+        """feature_contexts rows of the final state, feature by feature.
+
+        Tensors are turned into Python lists a chunk of features at a time: fast, and the
+        temporary lists stay bounded however many features there are.
+        """
         needed: set[int] = set()
-        for k in KINDS:
-            needed |= set(fm[k]["doc"][fm[k]["score"] > -math.inf].tolist())
+        for t in state.trackers.values():
+            needed |= set(t.doc[t.score > -math.inf].tolist())
         names = self._doc_names(corpus, needed)
         w = self.settings.window
-        for j, fid in enumerate(self.feature_ids):
-            for kind in KINDS:
-                t = {n: v[j].tolist() for n, v in fm[kind].items()}
-                entries = [i for i, s in enumerate(t["score"]) if s > -math.inf]
-                if kind != "top":  # samples are shown in activation order, like the top list
-                    entries.sort(key=lambda i: (-t["act"][i], t["doc"][i], t["pos"][i]))
-                for rank, i in enumerate(entries):
-                    ids, acts = t["ctx_ids"][i], t["ctx_acts"][i]
-                    keep = [s for s in range(len(ids)) if ids[s] >= 0]
-                    yield {
-                        "feature_id": fid, "kind": kind, "rank": rank,
-                        "activation": float(t["act"][i]),
-                        "doc_id": names[t["doc"][i]],
-                        "token_index": int(t["pos"][i]),
-                        "tokens": [self._token_text(ids[s]) for s in keep],
-                        "activations": [round(float(acts[s]), 6) for s in keep],
-                        "center": keep.index(w),
-                    }
+        for start in range(0, len(self.feature_ids), chunk):
+            part: dict[str, dict[str, list]] = {}
+            for kind, t in state.trackers.items():
+                sl = slice(start, start + chunk)
+                part[kind] = {
+                    "score": t.score[sl].tolist(), "act": t.act[sl].tolist(), "doc": t.doc[sl].tolist(),
+                    "pos": t.pos[sl].tolist(), "ctx_ids": t.ctx_ids[sl].tolist(),
+                    # rounded in float64 so that the stored JSON holds short decimals
+                    "ctx_acts": t.ctx_acts[sl].double().mul(1e6).round().div(1e6).tolist(),
+                }
+            for jj, fid in enumerate(self.feature_ids[start : start + chunk]):
+                for kind in KINDS:
+                    t = {n: v[jj] for n, v in part[kind].items()}
+                    entries = [i for i, s in enumerate(t["score"]) if s > -math.inf]
+                    if kind != "top":  # samples are shown in activation order, like the top list
+                        entries.sort(key=lambda i: (-t["act"][i], t["doc"][i], t["pos"][i]))
+                    for rank, i in enumerate(entries):
+                        ids, acts = t["ctx_ids"][i], t["ctx_acts"][i]
+                        keep = [s for s, tid in enumerate(ids) if tid >= 0]
+                        yield {
+                            "feature_id": fid, "kind": kind, "rank": rank,
+                            "activation": t["act"][i],
+                            "doc_id": names[t["doc"][i]],
+                            "token_index": t["pos"][i],
+                            "tokens": [self._token_text(ids[s]) for s in keep],
+                            "activations": [acts[s] for s in keep],
+                            "center": keep.index(w),
+                        }
 
     def stats_rows(self, state: MiningState, key: str) -> list[dict[str, Any]]:
         counts = state.histogram.active_counts().cpu()
         levels = self.settings.quantile_levels
         quant = state.histogram.quantiles(levels)
         top = state.trackers["top"]
-        best = top.score.max(0).values.cpu()
+        best = top.score[:, 0].cpu()
         rows = []
         for j, fid in enumerate(self.feature_ids):
             mx = float(best[j]) if best[j] > -math.inf else 0.0
