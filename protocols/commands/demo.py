@@ -10,7 +10,6 @@ the HTML report's path. Re-running resumes: nothing stored is generated again.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from importlib import resources
 from pathlib import Path
