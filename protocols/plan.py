@@ -127,7 +127,7 @@ def plan_costs(checked: CheckedStudy) -> CostPlan:
             if settings_hash:
                 stored = store.generation_keys(settings_hash)
             if judge is not None:
-                gens = {g["generation_id"]: (g["case_id"], g["feature_id"], float(g["alpha"]))
+                gens = {g["id"]: (g["case_id"], g["feature_id"], float(g["alpha"]))
                         for g in store.rows("generations", settings_hash=settings_hash)}
                 judged = {gens[v["generation_id"]] for v in store.rows("verdicts", method="llm_judge")
                           if not v.get("error") and v.get("judge_model") == judge and v["generation_id"] in gens}

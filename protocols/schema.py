@@ -128,6 +128,11 @@ class JudgeOptions(_Strict):
     max_calls: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
 
+    @field_validator("base_url", "api_key_env", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
 
 class EvaluationOptions(_Strict):
     extractor: Literal["lexicon", "radgraph", "radgraph-xl"] = "lexicon"

@@ -149,8 +149,7 @@ class Study:
         except RadsteerError as exc:
             raise RadsteerError(f"{self.loaded.where('features', 'path')}: {exc}") from None
         bank.provenance["sha256"] = sha256_path(path)
-        for item in fs.items:  # protocol descriptions/targets win over the bank's own
-            fid = bank.canonical_id(item.id)
+        for item, fid in zip(fs.items, self.feature_ids(bank), strict=True):  # the protocol's wording wins
             if item.description:
                 bank.descriptions[fid] = item.description
             if item.targets:
