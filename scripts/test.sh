@@ -13,3 +13,7 @@ if ! command -v chromium >/dev/null 2>&1; then     # Debian's chromium for the b
 fi
 python3 -m ruff check .
 python3 -m pytest -q "$@"
+# The full offline demo, as a user runs it (README "The offline demo"; ~6 min on 2 cores).
+if [ "${RADSTEER_SKIP_DEMO:-0}" != 1 ] && [ "$#" = 0 ]; then
+    time radsteer demo --out "${TMPDIR:-/tmp}/radsteer_demo_ci" --no-progress
+fi
