@@ -1,11 +1,11 @@
 """Steering cost on the demo model (CPU, one thread, 64 new tokens), both sides in one run.
 
 - steer_overhead: time of a steered `generate` / a plain one (same prompt, exactly 64 tokens),
-  each the minimum over interleaved repeats.
+  the median of back-to-back pairs' ratios.
 - sweep_speedup: 8 α values on one case, one α per `generate` call (how the SAELens tutorials and
   Neuronpedia steer) / all 8 rows in one batched call of the radsteer engine.
 
-    python benchmarks/steering.py [--repeats 5]
+    python benchmarks/steering.py [--repeats 9]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def timed(fn) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--new-tokens", type=int, default=64)
     args = parser.parse_args()
 
@@ -68,11 +68,20 @@ def main() -> None:
     for _ in range(args.repeats):  # interleaved, so drift in machine load hits both sides alike
         plain_t.append(timed(plain))
         steer_t.append(timed(steered))
-    # The minimum over interleaved repeats is the least disturbed by other load on the machine.
-    overhead = min(steer_t) / min(plain_t)
-    print(f"plain generate   ({n} tokens): min {min(plain_t):.3f} s, median {statistics.median(plain_t):.3f} s")
-    print(f"steered generate ({n} tokens): min {min(steer_t):.3f} s, median {statistics.median(steer_t):.3f} s")
-    print(f"  (median ratio {statistics.median(steer_t) / statistics.median(plain_t):.3f}, {args.repeats} repeats)")
+    # Median of the ratios of back-to-back pairs: slow drifts in machine load cancel within a pair.
+    overhead = statistics.median(s / p for s, p in zip(steer_t, plain_t))
+    print(f"plain generate   ({n} tokens): median {statistics.median(plain_t):.3f} s, min {min(plain_t):.3f} s")
+    print(f"steered generate ({n} tokens): median {statistics.median(steer_t):.3f} s, min {min(steer_t):.3f} s")
+    print(f"  paired ratios: {', '.join(f'{s / p:.3f}' for s, p in zip(steer_t, plain_t))}")
+    # The hook's own cost per decode step, timed directly: far below the noise of whole runs.
+    hook = SteeringHook(adapter.layer(layer), bank.decoder, torch.tensor([4.0]),
+                        prompt_mask=torch.ones_like(ids, dtype=torch.bool))
+    x, kwargs = torch.randn(1, 1, adapter.hidden_size), {"cache_position": torch.tensor([ids.shape[1] + 1])}
+    calls = 5000
+    hook_s = timed(lambda: [hook._hook(None, (x,), kwargs, x) for _ in range(calls)]) / calls
+    step_s = statistics.median(plain_t) / n
+    print(f"  hook cost per decode step: {hook_s * 1e6:.1f} µs = {100 * hook_s / step_s:.3f} % of a "
+          f"{step_s * 1e3:.1f} ms step")
 
     settings = GenerationSettings(max_new_tokens=n)
     spec = SteeringSpec(layer=layer)
@@ -87,9 +96,9 @@ def main() -> None:
     a = {r.row.key(): r.token_ids for r in batched.generate(cases, rows)}
     b = {r.row.key(): r.token_ids for r in one_at_a_time.generate(cases, rows)}
     assert a == b, "batched rows must equal one-row runs"
-    speedup = min(seq_t) / min(bat_t)
-    print(f"{len(ALPHAS)} α one per call: min {min(seq_t):.2f} s; batched (one call): min {min(bat_t):.2f} s "
-          f"(median ratio {statistics.median(seq_t) / statistics.median(bat_t):.2f})")
+    speedup = statistics.median(s / b for s, b in zip(seq_t, bat_t))
+    print(f"{len(ALPHAS)} α one per call: median {statistics.median(seq_t):.2f} s; "
+          f"batched (one call): median {statistics.median(bat_t):.2f} s")
     print(f"steer_overhead={overhead:.3f} sweep_speedup={speedup:.2f}")
 
 
