@@ -12,8 +12,9 @@ if ! command -v chromium >/dev/null 2>&1; then     # Debian's chromium for the b
     else sudo apt-get update -q && sudo apt-get install -y -q chromium; fi
 fi
 python3 -m ruff check .
-python3 -m pytest -q "$@"
 # The full offline demo, as a user runs it (README "The offline demo"; ~6 min on 2 cores).
+# It runs before pytest so that pytest's summary stays the last line of the output.
 if [ "${RADSTEER_SKIP_DEMO:-0}" != 1 ] && [ "$#" = 0 ]; then
     time radsteer demo --out "${TMPDIR:-/tmp}/radsteer_demo_ci" --no-progress
 fi
+python3 -m pytest -q "$@"
