@@ -26,6 +26,7 @@ from evaluation.entities import Entity, EntityExtractor, get_extractor
 from evaluation.lexicon import Lexicon, UnknownConceptError, load_lexicon, resolve_concepts
 from evaluation.targets import TargetMatch, match_targets, parse_direction
 from steering.errors import RadsteerError
+from steering.jsonl import iter_jsonl
 
 REQUIRED_FIELDS = ("id", "baseline", "steered", "target", "direction")
 
@@ -93,28 +94,16 @@ def read_pairs(path: str | Path, lexicon: Lexicon | None = None) -> list[LabelPa
     """All rows of a JSONL file, validated; the first bad row raises a one-line error naming
     the file, the line and the field."""
     p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as exc:
-        raise RadsteerError(f"{p}: no such file") from exc
-    except UnicodeDecodeError as exc:
-        raise RadsteerError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     lex = lexicon or load_lexicon()
     pairs: list[LabelPair] = []
     first_line: dict[str | int, int] = {}
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RadsteerError(f"{p} line {n}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    for n, where, row in iter_jsonl(p, what="pairs file"):
         try:
             pair = parse_pair(row, lex)
         except PairError as exc:
-            raise RadsteerError(f"{p} line {n}: {exc}") from exc
+            raise RadsteerError(f"{where}: {exc}") from exc
         if pair.id in first_line:
-            raise RadsteerError(f"{p} line {n}: field 'id': duplicate id {pair.id!r} (first on line {first_line[pair.id]})")
+            raise RadsteerError(f"{where}: field 'id': duplicate id {pair.id!r} (first on line {first_line[pair.id]})")
         first_line[pair.id] = n
         pairs.append(pair)
     if not pairs:

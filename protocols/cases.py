@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
 
 from steering.errors import RadsteerError
+from steering.jsonl import iter_jsonl
 
 SPLITS = ("tune", "test")
 
@@ -15,30 +15,16 @@ SPLITS = ("tune", "test")
 def read_cases_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a cases file; each needs a unique `case_id`. Errors name the file and line."""
     path = Path(path)
-    if not path.exists():
-        raise RadsteerError(f"cases file not found: {path}")
     rows: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RadsteerError(f"cannot read cases file {path}: {exc}") from exc
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RadsteerError(f"{path}:{n}: not valid JSON: {exc.msg}") from None
-        if not isinstance(row, dict):
-            raise RadsteerError(f"{path}:{n}: each line must be a JSON object")
+    for n, where, row in iter_jsonl(path, what="cases file"):
         cid = row.get("case_id")
         if not isinstance(cid, str) or not cid:
-            raise RadsteerError(f"{path}:{n}: case_id: missing or not a non-empty string")
+            raise RadsteerError(f"{where}: case_id: missing or not a non-empty string")
         if cid in seen:
-            raise RadsteerError(f"{path}:{n}: case_id {cid!r} repeats line {seen[cid]}")
+            raise RadsteerError(f"{where}: case_id {cid!r} repeats line {seen[cid]}")
         if "split" in row and row["split"] not in SPLITS:
-            raise RadsteerError(f"{path}:{n}: split must be 'tune' or 'test', not {row['split']!r}")
+            raise RadsteerError(f"{where}: split must be 'tune' or 'test', not {row['split']!r}")
         seen[cid] = n
         rows.append(row)
     if not rows:

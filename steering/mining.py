@@ -40,7 +40,6 @@ the result (model, bank, layer, features, k, window, …), so a changed setting 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -58,6 +57,7 @@ from steering.adapters import ModelAdapter
 from steering.errors import RadsteerError
 from steering.feature_bank import FeatureBank
 from steering.feature_reader import FeatureReader, LayerReader
+from steering.jsonl import iter_jsonl
 from steering.store import StudyStore, stable_hash
 from steering.store.manifest import sha256_file
 from steering.store.schema import feature_contexts, feature_stats, mining_progress, mining_state
@@ -117,33 +117,21 @@ class CorpusDoc:
 def read_corpus(path: str | Path) -> Iterator[CorpusDoc]:
     """Stream a JSONL corpus of reports; each bad line is a one-line error naming file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise RadsteerError(f"corpus not found: {path} (a JSONL file with one {{\"id\", \"text\"}} per line)")
     seen: set[str] = set()  # the only per-document memory: ids, to refuse duplicates
     ordinal = 0
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RadsteerError(f"{where}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
-            if not isinstance(rec, dict):
-                raise RadsteerError(f"{where}: each line must be a JSON object with \"id\" and \"text\"")
-            if "id" not in rec or rec["id"] is None or str(rec["id"]).strip() == "":
-                raise RadsteerError(f"{where}: missing field \"id\" (a unique document id)")
-            if not isinstance(rec.get("text"), str):
-                raise RadsteerError(f"{where}: field \"text\" must be a string (the report)")
-            doc_id = str(rec["id"])
-            if len(doc_id) > 200:
-                raise RadsteerError(f"{where}: id is longer than 200 characters")
-            if doc_id in seen:
-                raise RadsteerError(f"{where}: duplicate id {doc_id!r}; document ids must be unique")
-            seen.add(doc_id)
-            yield CorpusDoc(ordinal, doc_id, rec["text"])
-            ordinal += 1
+    for _lineno, where, rec in iter_jsonl(path, what="corpus"):
+        if "id" not in rec or rec["id"] is None or str(rec["id"]).strip() == "":
+            raise RadsteerError(f"{where}: missing field \"id\" (a unique document id)")
+        if not isinstance(rec.get("text"), str):
+            raise RadsteerError(f"{where}: field \"text\" must be a string (the report)")
+        doc_id = str(rec["id"])
+        if len(doc_id) > 200:
+            raise RadsteerError(f"{where}: id is longer than 200 characters")
+        if doc_id in seen:
+            raise RadsteerError(f"{where}: duplicate id {doc_id!r}; document ids must be unique")
+        seen.add(doc_id)
+        yield CorpusDoc(ordinal, doc_id, rec["text"])
+        ordinal += 1
 
 
 def count_docs(path: str | Path) -> int:

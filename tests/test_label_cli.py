@@ -62,7 +62,7 @@ def test_large_inputs_show_progress(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 BAD_ROWS = [
     ("{not json", "line 2: not valid JSON"),
-    ("[1, 2]", "line 2: each row must be a JSON object, got list"),
+    ("[1, 2]", "line 2: each line must be one JSON object"),
     ({"id": "b", "baseline": "x", "target": "effusion", "direction": 1}, "line 2: missing field 'steered'"),
     ({"id": "b", "baseline": 3, "steered": "x", "target": "effusion", "direction": 1},
      "line 2: field 'baseline': must be a string"),
@@ -93,12 +93,12 @@ def test_a_malformed_row_is_one_line_naming_file_line_and_field(
     out.write_text("previous results\n")
     assert main(["label", str(src), "-o", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"radsteer label: error: {src} {message}"), err
+    assert err.count("\n") == 1 and err.startswith(f"radsteer label: error: {src}:{message.removeprefix('line ')}"), err
     assert out.read_text() == "previous results\n"  # nothing written, nothing lost
 
 
 @pytest.mark.parametrize(("setup", "message"), [
-    ("missing", "no such file"),
+    ("missing", "pairs file not found"),
     ("empty", "no rows (expected one JSON object per line"),
     ("no_dir", "does not exist; create it first"),
     ("same", "would overwrite the input"),

@@ -13,11 +13,11 @@ images are missing. Errors name the file, the line and the field.
 from __future__ import annotations
 
 import difflib
-import json
 from pathlib import Path
 from typing import Any
 
 from steering.errors import RadsteerError
+from steering.jsonl import iter_jsonl
 
 IMAGE_FIELDS = ("frontal", "lateral", "prior_frontal")
 TEXT_FIELDS = ("prior_report", "indication", "technique", "comparison")
@@ -67,18 +67,9 @@ def parse_case(raw: Any, *, base_dir: Path, where: str) -> dict[str, Any]:
 def read_cases(path: str | Path) -> list[dict[str, Any]]:
     """All studies of a JSONL file, in file order; blank lines are skipped."""
     path = Path(path)
-    if not path.is_file():
-        raise RadsteerError(f"case file not found: {path}")
     cases: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RadsteerError(f"{where}: not valid JSON ({exc.msg})") from None
+    for lineno, where, raw in iter_jsonl(path, what="case file"):
         case = parse_case(raw, base_dir=path.parent, where=where)
         if case["case_id"] in seen:
             raise RadsteerError(
