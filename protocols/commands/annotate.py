@@ -1,8 +1,70 @@
-"""`radsteer annotate` — not implemented yet."""
+"""`radsteer annotate RUN_DIR` — serve the radiologists' annotation app, add users, export.
 
-from protocols.commands._pending import add_passthrough as add_arguments  # noqa: F401
-from protocols.commands._pending import not_yet
+    radsteer annotate runs/study                         # http://127.0.0.1:7860, task "change"
+    radsteer annotate runs/study --task feature --overlap 0.2 --seed 0
+    radsteer annotate runs/study --add-user alice         # asks for a password (or --password-stdin)
+    radsteer annotate runs/study --export annotations.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+
+from protocols.errors import RadsteerError
 
 
-def run(args) -> int:
-    return not_yet("annotate", "The radiologists' annotation app")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the study directory (holds study.sqlite)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1; any other needs an annotators file)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: first free from 7860)")
+    parser.add_argument("--annotators", default=None,
+                        help="annotators file with hashed passwords (default RUN_DIR/annotators.json if present)")
+    parser.add_argument("--task", choices=["change", "feature"], default="change",
+                        help="change validation (baseline vs steered report) or feature validity")
+    parser.add_argument("--overlap", type=float, default=0.2, help="fraction of items read by two annotators")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the queue shuffles (recorded)")
+    parser.add_argument("--disagreements-first", action="store_true",
+                        help="put items whose automated methods disagree first in every queue")
+    parser.add_argument("--show-automated", action="store_true",
+                        help="show the automated label (hidden by default: annotators are blinded)")
+    parser.add_argument("--add-user", metavar="NAME", help="add or update an annotator, then exit")
+    parser.add_argument("--admin", action="store_true", help="with --add-user: an admin (progress view, no queue)")
+    parser.add_argument("--password-stdin", action="store_true", help="with --add-user: read the password from stdin")
+    parser.add_argument("--export", metavar="FILE", help="write the annotations to FILE (.csv/.parquet), then exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir)
+    accounts_path = Path(args.annotators) if args.annotators else run_dir / "annotators.json"
+    if args.add_user:
+        from annotation_ui.accounts import add_user
+
+        password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(
+            f"password for {args.add_user}: ")
+        add_user(accounts_path, args.add_user, password, role="admin" if args.admin else "annotator")
+        print(f"{'admin' if args.admin else 'annotator'} {args.add_user!r} saved in {accounts_path}")
+        return 0
+    if not (run_dir / "study.sqlite").exists():
+        raise RadsteerError(f"{run_dir}: no study.sqlite here; run `radsteer sweep` first or check the path")
+    if args.export:
+        from annotation_ui.export import export_annotations
+        from steering.store import StudyStore
+
+        with StudyStore.open(run_dir) as store:
+            n = export_annotations(store, args.export)
+        print(f"{n} annotations written to {args.export}")
+        return 0
+    from annotation_ui.accounts import Accounts
+    from annotation_ui.app import check_serving, open_app
+
+    check_serving(args.host, Accounts(accounts_path) if accounts_path.exists() else None)  # before any work
+    app = open_app(run_dir, args.task, annotators=args.annotators, overlap=args.overlap, seed=args.seed,
+                   disagreements_first=args.disagreements_first, show_automated=args.show_automated)
+    who = f"{len(app.accounts)} accounts from {accounts_path}" if app.accounts else "single local user, no login"
+    print(f"radsteer annotate: task {args.task!r}, {who}; Ctrl+C to stop", flush=True)
+    app.launch(args.host, args.port, block=True)
+    return 0

@@ -1,0 +1,140 @@
+"""Validated, idempotent storage of annotators' answers.
+
+Each submit is one transaction that first checks the item is in the submitting annotator's
+own recorded queue (so a tampered or foreign item id stores nothing) and then upserts on the
+natural key (task, item_key, annotator): a resubmission updates that annotator's answer and
+adds the time spent, it never duplicates it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import func, select
+
+from steering.errors import RadsteerError
+from steering.store import StudyStore
+from steering.store.schema import annotations, generations, queue_items
+
+MAX_COMMENT = 4000
+"""Characters. Long enough for a clinical remark, short enough that nobody pastes a report."""
+
+CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
+    "change": {
+        "label": ("on", "off", "both", "none"),
+        "interpretation_valid": ("yes", "no", "unsure"),
+        "coherent": ("yes", "no"),
+    },
+    "feature": {
+        "validity": ("valid", "partly", "invalid"),
+        "clinically_relevant": ("yes", "no"),
+    },
+}
+"""The fixed answer vocabularies (shared with statistics and reports)."""
+
+
+class AnnotationInputError(RadsteerError):
+    """An answer or item reference the app refuses; nothing was stored."""
+
+
+def validate_answers(task: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """The answers dict to store, or AnnotationInputError naming the field to fix."""
+    if task not in CHOICES:
+        raise AnnotationInputError(f"task {task!r}: expected one of {', '.join(CHOICES)}")
+    out: dict[str, Any] = {}
+    for field, allowed in CHOICES[task].items():
+        value = raw.get(field)
+        if value in (None, ""):
+            raise AnnotationInputError(f"{field}: choose one of {' / '.join(allowed)} before submitting")
+        if value not in allowed:
+            raise AnnotationInputError(f"{field}: {str(value)[:40]!r} is not one of {' / '.join(allowed)}")
+        out[field] = value
+    comment = raw.get("comment") or ""
+    if not isinstance(comment, str):
+        raise AnnotationInputError("comment: must be text")
+    if len(comment) > MAX_COMMENT:
+        raise AnnotationInputError(
+            f"comment: {len(comment)} characters is over the limit of {MAX_COMMENT}; please shorten it"
+        )
+    out["comment"] = comment
+    out["flagged"] = bool(raw.get("flagged", False))
+    return out
+
+
+def parse_item_ref(ref: str, task: str) -> tuple[int, str]:
+    """`"<task>:<position>:<item_key>"` → (position, item_key), or a clear refusal."""
+    parts = str(ref or "").split(":", 2)
+    if len(parts) != 3 or parts[0] != task or not parts[1].isdigit():
+        raise AnnotationInputError(
+            f"item reference {str(ref)[:60]!r} is not a {task} item of this app; reload the page"
+        )
+    return int(parts[1]), parts[2]
+
+
+def check_in_queue(conn: Any, annotator: str, task: str, position: int, item_key: str) -> None:
+    q = queue_items
+    found = conn.execute(
+        select(q.c.item_key).where(q.c.annotator == annotator, q.c.task == task, q.c.position == position)
+    ).scalar_one_or_none()
+    if found != item_key:
+        raise AnnotationInputError(
+            f"item {item_key[:60]!r} at position {position} is not in your queue; nothing was stored (reload the page)"
+        )
+
+
+def save_answer(store: StudyStore, annotator: str, task: str, position: int, item_key: str,
+                answers: dict[str, Any], seconds: float | None) -> None:
+    """Store (or update) one answer in one transaction, after checking the queue."""
+    now = datetime.now(timezone.utc)
+    with store.transaction() as conn:
+        check_in_queue(conn, annotator, task, position, item_key)
+        a = annotations
+        prev = conn.execute(
+            select(a.c.seconds).where(a.c.task == task, a.c.item_key == item_key, a.c.annotator == annotator)
+        ).first()
+        total = seconds
+        if prev is not None and prev.seconds is not None:
+            total = prev.seconds + (seconds or 0.0)
+        generation_id, feature_id = None, item_key
+        if task == "change":
+            generation_id = int(item_key)
+            feature_id = conn.execute(
+                select(generations.c.feature_id).where(generations.c.id == generation_id)
+            ).scalar_one_or_none()
+        row = dict(task=task, item_key=item_key, annotator=annotator, generation_id=generation_id,
+                   feature_id=feature_id, answers=answers, seconds=total, shown_order=position, updated_at=now)
+        store.upsert("annotations", [row], key=["task", "item_key", "annotator"], conn=conn)
+
+
+def answers_of(store: StudyStore, annotator: str, task: str) -> dict[str, dict[str, Any]]:
+    """This annotator's own answers by item key (never anyone else's)."""
+    a = annotations
+    stmt = select(a.c.item_key, a.c.answers).where(a.c.annotator == annotator, a.c.task == task)
+    with store.engine.connect() as conn:
+        return {r.item_key: r.answers for r in conn.execute(stmt)}
+
+
+def progress(store: StudyStore, task: str) -> list[dict[str, Any]]:
+    """Per annotator: assigned, done, skipped, flagged, remaining, median seconds. Counts only."""
+    q, a = queue_items, annotations
+    with store.engine.connect() as conn:
+        assigned = dict(conn.execute(
+            select(q.c.annotator, func.count()).where(q.c.task == task).group_by(q.c.annotator)).all())
+        rows = conn.execute(
+            select(a.c.annotator, a.c.answers, a.c.seconds)
+            .join(q, (q.c.annotator == a.c.annotator) & (q.c.task == a.c.task) & (q.c.item_key == a.c.item_key))
+            .where(a.c.task == task)
+        ).all()
+    out = []
+    for who in sorted(assigned):
+        mine = [r for r in rows if r.annotator == who]
+        skipped = sum(1 for r in mine if r.answers.get("skipped"))
+        secs = sorted(r.seconds for r in mine if r.seconds is not None and not r.answers.get("skipped"))
+        out.append(dict(
+            annotator=who, assigned=int(assigned[who]), done=len(mine) - skipped, skipped=skipped,
+            flagged=sum(1 for r in mine if r.answers.get("flagged")),
+            remaining=int(assigned[who]) - len(mine),
+            median_seconds=round(secs[len(secs) // 2], 1) if secs else None,
+        ))
+    return out

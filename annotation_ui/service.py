@@ -1,0 +1,166 @@
+"""What the annotation app does, independent of Gradio: whose queue, which item next, store an
+answer, skip, go back. The Gradio handlers (and so the HTTP API) are thin wrappers around this
+class, and every method takes the annotator's identity from the caller's login, never from
+the request body: nobody can act on, or read, another annotator's queue or answers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from annotation_ui import persistence, queues, views
+from annotation_ui.persistence import AnnotationInputError
+from annotation_ui.queues import QueueConfig
+from steering.store import StudyStore
+from steering.store.schema import cases, feature_contexts, features, generations, verdicts
+
+MAX_CONTEXTS = 10
+
+
+@dataclass
+class ItemView:
+    """Everything the page shows for one item (HTML already escaped)."""
+
+    task: str
+    ref: str  # "<task>:<position>:<item_key>", the only thing the page sends back
+    position: int | None
+    total: int
+    done: int
+    header: str = ""
+    left: str = ""  # change: baseline report; feature: contexts
+    right: str = ""  # change: steered report
+    answers: dict[str, Any] = field(default_factory=dict)  # the annotator's own earlier answer
+    message: str = ""
+    finished: bool = False
+
+    @property
+    def progress(self) -> str:
+        return views.progress_html(self.done, self.total, self.position)
+
+
+class AnnotationService:
+    def __init__(self, store: StudyStore, task: str, config: QueueConfig, annotators: list[str],
+                 *, show_automated: bool = False) -> None:
+        if task not in queues.TASKS:
+            raise AnnotationInputError(f"--task {task!r}: expected one of {', '.join(queues.TASKS)}")
+        self.store, self.task, self.config = store, task, config
+        self.show_automated = show_automated
+        self._shown: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self._has_queue: set[str] = set()
+        queues.sync_queues(store, task, annotators, config)
+
+    # ---- navigation -----------------------------------------------------------------------
+
+    def current(self, annotator: str) -> ItemView:
+        """The first item this annotator has not answered: where they resume after a restart."""
+        q, mine = self._state(annotator)
+        for it in q:
+            if it.item_key not in mine:
+                return self._view(annotator, q, mine, it.position)
+        return self._view(annotator, q, mine, len(q))
+
+    def back(self, annotator: str, ref: str) -> ItemView:
+        q, mine = self._state(annotator)
+        position = self._position(annotator, q, ref, allow_end=True)
+        return self._view(annotator, q, mine, max(position - 1, 0))
+
+    def submit(self, annotator: str, ref: str, raw: dict[str, Any]) -> ItemView:
+        answers = persistence.validate_answers(self.task, raw)
+        return self._store(annotator, ref, answers)
+
+    def skip(self, annotator: str, ref: str) -> ItemView:
+        return self._store(annotator, ref, {"skipped": True})
+
+    # ---- internals ------------------------------------------------------------------------
+
+    def _store(self, annotator: str, ref: str, answers: dict[str, Any]) -> ItemView:
+        q, _ = self._state(annotator)
+        position, key = persistence.parse_item_ref(ref, self.task)
+        if key == "" and position >= len(q):
+            raise AnnotationInputError("all your items are answered; nothing to submit (use Back to revise)")
+        shown = self._shown.pop((annotator, key), None)
+        seconds = round(time.monotonic() - shown, 3) if shown is not None else None
+        persistence.save_answer(self.store, annotator, self.task, position, key, answers, seconds)
+        view = self.current(annotator)
+        view.message = "Skipped." if answers.get("skipped") else "Saved."
+        return view
+
+    def _state(self, annotator: str) -> tuple[list[queues.QueueItem], dict[str, dict]]:
+        if annotator not in self._has_queue:
+            with self._lock:  # someone added to the accounts file while the server runs
+                if not queues.queue_of(self.store, annotator, self.task):
+                    queues.sync_queues(self.store, self.task, [annotator], self.config)
+                self._has_queue.add(annotator)
+        return (queues.queue_of(self.store, annotator, self.task),
+                persistence.answers_of(self.store, annotator, self.task))
+
+    def _position(self, annotator: str, q: list[queues.QueueItem], ref: str, *, allow_end: bool = False) -> int:
+        position, key = persistence.parse_item_ref(ref, self.task)
+        if allow_end and key == "" and position == len(q):
+            return position
+        if position >= len(q) or q[position].item_key != key:
+            raise AnnotationInputError(
+                f"item {key[:60]!r} at position {position} is not in your queue (reload the page)")
+        return position
+
+    def _view(self, annotator: str, q: list[queues.QueueItem], mine: dict[str, dict], position: int) -> ItemView:
+        done = sum(1 for it in q if it.item_key in mine)
+        if position >= len(q):
+            msg = ("All your items are answered — thank you. Use Back to revise an answer."
+                   if q else "Your queue is empty: this study has nothing to annotate for this task yet.")
+            return ItemView(self.task, f"{self.task}:{len(q)}:", None, len(q), done,
+                            header=f'<div class="rs-head" id="rs-finished">{views.esc(msg)}</div>',
+                            finished=True)
+        key = q[position].item_key
+        view = ItemView(self.task, f"{self.task}:{position}:{key}", position, len(q), done,
+                        answers=dict(mine.get(key) or {}))
+        if self.task == "change":
+            self._fill_change(view, int(key))
+        else:
+            self._fill_feature(view, key)
+        self._shown[(annotator, key)] = time.monotonic()
+        return view
+
+    def _fill_change(self, view: ItemView, generation_id: int) -> None:
+        g, b = generations, generations.alias("b")
+        with self.store.engine.connect() as conn:
+            row = conn.execute(
+                select(g.c.case_id, g.c.feature_id, g.c.alpha, g.c.text, b.c.text.label("baseline"),
+                       features.c.description, cases.c.inputs)
+                .join(b, (b.c.case_id == g.c.case_id) & (b.c.settings_hash == g.c.settings_hash)
+                      & (b.c.feature_id == ""))
+                .outerjoin(features, features.c.feature_id == g.c.feature_id)
+                .outerjoin(cases, cases.c.case_id == g.c.case_id)
+                .where(g.c.id == generation_id)
+            ).first()
+            automated = None
+            if self.show_automated:
+                labels = dict(conn.execute(select(verdicts.c.method, verdicts.c.label)
+                                           .where(verdicts.c.generation_id == generation_id)).all())
+                automated = labels.get("combined") or labels.get("entity_diff") or labels.get("llm_judge")
+                automated = automated or "none recorded"
+        if row is None:
+            raise AnnotationInputError(f"generation {generation_id} is no longer in the study store")
+        inputs = row.inputs if isinstance(row.inputs, dict) else {}
+        item = dict(feature_id=row.feature_id, alpha=row.alpha, description=row.description,
+                    indication=inputs.get("indication"))
+        view.header = views.change_header(item, automated)
+        view.left, view.right = views.change_sides(row.baseline, row.text)
+
+    def _fill_feature(self, view: ItemView, feature_id: str) -> None:
+        fc = feature_contexts
+        with self.store.engine.connect() as conn:
+            feat = conn.execute(select(features).where(features.c.feature_id == feature_id)).first()
+            ctx = conn.execute(
+                select(fc).where(fc.c.feature_id == feature_id, fc.c.kind == "top").order_by(fc.c.rank)
+                .limit(MAX_CONTEXTS)
+            ).all()
+        if feat is None:
+            raise AnnotationInputError(f"feature {feature_id!r} is no longer in the study store")
+        view.header = views.feature_header(dict(feat._mapping))
+        view.left = views.contexts_html([dict(c._mapping) for c in ctx])
