@@ -26,11 +26,20 @@ FEATURE = ("method", "feature_id", "direction")
 
 def wilson_interval(count: np.ndarray | int, nobs: np.ndarray | int, level: float = CI_LEVEL
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval for count/nobs; NaN where nobs is 0."""
+    """Wilson score interval for count/nobs; NaN where nobs is 0.
+
+    Bounds are clipped to [0, p] and [p, 1]: statsmodels' floating point leaves e.g. 5.6e-17
+    as the lower bound of 0/3, which is not 0 and breaks error bars built as p − low.
+    """
     count = np.asarray(count, dtype=float)
     nobs = np.asarray(nobs, dtype=float)
     safe = np.where(nobs > 0, nobs, 1.0)
     low, high = proportion_confint(count, safe, alpha=1 - level, method=CI_METHOD)
+    p = count / safe
+    low = np.clip(np.minimum(low, p), 0.0, 1.0)
+    high = np.clip(np.maximum(high, p), 0.0, 1.0)
+    low = np.where(count == 0, 0.0, low)
+    high = np.where(count == safe, 1.0, high)
     low = np.where(nobs > 0, low, np.nan)
     high = np.where(nobs > 0, high, np.nan)
     return low, high

@@ -175,6 +175,7 @@ def _stats(study: Study, result: RunResult, *, echo, save: bool):
 def _report(study: Study, data, result: RunResult, *, echo) -> None:
     from evaluation.report import build_report
 
-    out = build_report(study.run_dir, stats=result.stats, data=data, n_examples=study.protocol.report.examples)
+    out = build_report(study.run_dir, stats=result.stats, data=data, n_examples=study.protocol.report.examples,
+                       title=study.protocol.report.title)
     result.report_path = Path(out.html_path)
     echo(f"radsteer run: report: {result.report_path}")

@@ -1,0 +1,113 @@
+"""Report figures as inline SVG strings (matplotlib's Agg-free SVG canvas, glyphs as paths).
+
+Inline SVG keeps the report one file that loads nothing: no image files, no fonts. Figures are
+built on `matplotlib.figure.Figure` directly (no pyplot state, no GUI backend).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pandas as pd
+
+_COLORS = {1: "#1f77b4", -1: "#d62728"}
+
+
+def _figure(width: float, height: float):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _svg(fig, title: str) -> str:
+    import matplotlib
+
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": "radsteer", "svg.id": None}):
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg"):]  # drop the XML declaration and DOCTYPE (which names a URL)
+    svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)  # RDF licence boilerplate
+    svg = re.sub(r'\s(width|height)="[\d.]+pt"', "", svg, count=2)  # scale with the page
+    return svg.replace("<svg ", f'<svg role="img" aria-label="{title}" class="rs-fig" ', 1)
+
+
+def forest_plot(feature_rates: pd.DataFrame, method: str) -> str:
+    """On-target rate per feature × direction with its Wilson interval."""
+    df = feature_rates[feature_rates.method == method].sort_values(["feature_id", "direction"], ascending=[False, True])
+    n = max(len(df), 1)
+    fig = _figure(7.0, min(1.2 + 0.22 * n, 40.0))
+    ax = fig.add_subplot()
+    if df.empty:
+        ax.text(0.5, 0.5, "no labelled rows", ha="center", va="center")
+        ax.set_axis_off()
+        return _svg(fig, "forest plot (empty)")
+    y = np.arange(len(df))
+    for d, marker in ((1, "o"), (-1, "s")):
+        m = (df.direction == d).to_numpy()
+        if not m.any():
+            continue
+        p = df.p_on_target.to_numpy()[m]
+        lo, hi = df.p_on_target_low.to_numpy()[m], df.p_on_target_high.to_numpy()[m]
+        # clip: an interval must never yield a negative error bar (matplotlib raises)
+        err = np.nan_to_num(np.vstack([p - lo, hi - p]), nan=0.0).clip(min=0.0)
+        ax.errorbar(p, y[m], xerr=err, fmt=marker, color=_COLORS[d], capsize=2, ms=4,
+                    label="+α" if d > 0 else "−α")
+    ax.set_yticks(y, [f"{f} ({'+' if d > 0 else '−'})" for f, d in zip(df.feature_id, df.direction, strict=True)],
+                  fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"on-target rate, Wilson 95% CI ({method}, pooled over |α|)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _svg(fig, "forest plot of on-target rates")
+
+
+def dose_response_plot(curves: pd.DataFrame, method: str) -> str:
+    """Observed on-target rate by |α| and the GEE fit with its 95% band, per direction."""
+    fig = _figure(6.0, 3.6)
+    ax = fig.add_subplot()
+    df = curves[curves.method == method] if not curves.empty else curves
+    if df.empty:
+        ax.text(0.5, 0.5, "no dose–response data", ha="center", va="center")
+        ax.set_axis_off()
+        return _svg(fig, "dose-response (empty)")
+    for d, sub in df.groupby("direction"):
+        sub = sub.sort_values("abs_alpha")
+        c = _COLORS[int(d)]
+        tag = "+α" if d > 0 else "−α"
+        ax.plot(sub.abs_alpha, sub.observed, "o", color=c, label=f"{tag} observed")
+        if "fitted" in sub and sub.fitted.notna().any():
+            ax.plot(sub.abs_alpha, sub.fitted, "-", color=c, label=f"{tag} GEE fit")
+            ax.fill_between(sub.abs_alpha.to_numpy(float), sub.fitted_low.to_numpy(float),
+                            sub.fitted_high.to_numpy(float), color=c, alpha=0.15)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("|α|")
+    ax.set_ylabel(f"on-target rate ({method})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _svg(fig, "dose-response curves")
+
+
+def pos_neg_scatter(pos_neg: pd.DataFrame, label: str) -> str:
+    """Each feature's on-target rate under +α against −α."""
+    fig = _figure(4.2, 4.2)
+    ax = fig.add_subplot()
+    df = pos_neg.dropna(subset=["p_on_target_pos", "p_on_target_neg"]) if not pos_neg.empty else pos_neg
+    if df.empty:
+        ax.text(0.5, 0.5, "needs both directions", ha="center", va="center")
+        ax.set_axis_off()
+        return _svg(fig, "positive vs negative (empty)")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.scatter(df.p_on_target_pos, df.p_on_target_neg, s=18, color="#444")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("on-target rate, +α")
+    ax.set_ylabel("on-target rate, −α")
+    ax.set_title(label, fontsize=9)
+    ax.grid(alpha=0.3)
+    return _svg(fig, "positive versus negative steering")
