@@ -15,6 +15,7 @@ python3 -m ruff check .
 # The full offline demo, as a user runs it (README "The offline demo"; ~6 min on 2 cores).
 # It runs before pytest so that pytest's summary stays the last line of the output.
 if [ "${RADSTEER_SKIP_DEMO:-0}" != 1 ] && [ "$#" = 0 ]; then
-    time radsteer demo --out "${TMPDIR:-/tmp}/radsteer_demo_ci" --no-progress
+    demo_dir="$(mktemp -d)"   # a fresh directory: the demo from scratch, as a new user runs it
+    time radsteer demo --out "$demo_dir" --no-progress
 fi
 python3 -m pytest -q "$@"
