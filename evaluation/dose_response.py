@@ -100,7 +100,10 @@ def fit_dose_response(labels: pd.DataFrame, method: str, direction: int, *, cov_
     fit.slope_se = float(np.sqrt(cov[1, 1]))
     fit.slope_low, fit.slope_high = fit.slope - z * fit.slope_se, fit.slope + z * fit.slope_se
     fit.p_value = float(2 * stats.norm.sf(abs(fit.slope / fit.slope_se))) if fit.slope_se > 0 else np.nan
-    fit.odds_ratio_per_unit = float(np.exp(fit.slope))
+    with np.errstate(over="ignore"):  # quasi-separation: a huge slope gives an infinite odds ratio
+        fit.odds_ratio_per_unit = float(np.exp(fit.slope))
+    if abs(fit.slope) > 20:
+        notes.append("slope very large: (quasi-)separation, estimate unreliable")
     fit.cov_type = cov_type
     if cov_type == "bias_reduced":
         notes.append(f"{n_clusters} cases (< {few_clusters}): bias-reduced covariance")
