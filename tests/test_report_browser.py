@@ -1,0 +1,84 @@
+"""The HTML study report in a real headless Chromium: renders, loads nothing, escapes model text."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evaluation.report import build_report
+from evaluation.synthetic import make_synthetic_study
+
+CHROMIUM = Path("/usr/bin/chromium")
+PAYLOAD = "<script>window.__pwned=1</script>"
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def test_importing_stats_and_report_loads_no_torch() -> None:
+    code = ("import sys, evaluation.stats, evaluation.report, evaluation.plots; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("browser") / "study"
+    # small enough that every steered generation is shown as an example, the injected one included
+    make_synthetic_study(run_dir, n_cases=4, n_features=3, alphas=(-5.0, 5.0, 10.0), injected_text=PAYLOAD, seed=7)
+    res = build_report(run_dir, run_dir / "report.html", n_examples=100, n_boot=200)
+    return res.html_path
+
+
+def test_report_source_escapes_model_text(report: Path) -> None:
+    text = report.read_text(encoding="utf-8")
+    assert "<script" not in text.lower()
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in text
+    # the only URLs are SVG's XML namespace names, which are identifiers and never fetched
+    rest = text.replace('xmlns="http://www.w3.org/2000/svg"', "").replace(
+        'xmlns:xlink="http://www.w3.org/1999/xlink"', "")
+    assert "http://" not in rest and "https://" not in rest and "//" + "cdn" not in rest
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed")
+def test_report_in_headless_chromium(report: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    url = report.resolve().as_uri()
+    requests: list[str] = []
+    console_errors: list[str] = []
+    page_errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: page_errors.append(str(e)))
+            page.goto(url, wait_until="load")
+            page.wait_for_timeout(300)
+            shot = tmp_path / "report.png"
+            page.screenshot(path=str(shot), full_page=False)
+            body = page.inner_text("body")
+            pwned = page.evaluate("typeof window.__pwned")
+            n_svg = page.locator("svg.rs-fig").count()
+            headings = page.locator("h2").all_inner_texts()
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    docs_shot = ROOT / "docs" / "report_screenshot.png"
+    if not docs_shot.exists():
+        shutil.copyfile(shot, docs_shot)
+    assert console_errors == [] and page_errors == []
+    assert requests == [url], f"the report made requests beyond itself: {requests}"
+    assert PAYLOAD in body  # shown as text ...
+    assert pwned == "undefined"  # ... and never run
+    assert n_svg == 3  # forest plot, dose–response, positive vs negative
+    for h in ("Flow of cases and rows", "Agreement", "Example baseline / steered pairs", "Manifest"):
+        assert any(x.startswith(h) for x in headings), (h, headings)
