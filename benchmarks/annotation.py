@@ -1,0 +1,128 @@
+"""Annotation app under load: 10 annotators answering 50 items each at the same time.
+
+The real server (`radsteer annotate`, a separate process, 127.0.0.1) with ten scrypt-hashed
+accounts; each simulated annotator logs in through /login and then loops
+`next_item` → `submit` over the app's own HTTP API (the endpoints the page's handlers serve).
+Timed: every `next_item` call, from request to parsed reply. Checked: the store holds every
+answer exactly once.
+
+    python benchmarks/annotation.py [--annotators 10] [--items 50]
+
+Last line: `next_item_p95_ms=<ms> stored=<rows in the store> expected=<annotators*items>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from annotation_ui.accounts import Accounts  # noqa: E402
+from steering.store import StudyStore  # noqa: E402
+from tests.helpers_annotation import free_port, make_study  # noqa: E402
+
+
+def wait_up(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/", timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit("server did not start")
+
+
+def annotator(url: str, name: str, password: str, n: int, lat: list[float], errors: list[str],
+              start: threading.Barrier) -> None:
+    with httpx.Client(base_url=url, timeout=60) as c:
+        r = c.post("/login", data={"username": name, "password": password})
+        if r.status_code != 200:
+            errors.append(f"{name}: login {r.status_code}")
+            return
+        start.wait()
+        for i in range(n):
+            t0 = time.perf_counter()
+            r = c.post("/gradio_api/run/next_item", json={"data": []})
+            lat.append((time.perf_counter() - t0) * 1000)
+            if r.status_code != 200:
+                errors.append(f"{name}: next_item {r.status_code} {r.text[:200]}")
+                return
+            ref = r.json()["data"][0]
+            label = ("on", "off", "both", "none")[i % 4]
+            r = c.post("/gradio_api/run/submit",
+                       json={"data": [ref, label, "yes", "yes", f"{name} item {i}", i % 7 == 0]})
+            if r.status_code != 200 or "Saved" not in r.text:
+                errors.append(f"{name}: submit {r.status_code} {r.text[:200]}")
+                return
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--annotators", type=int, default=10)
+    ap.add_argument("--items", type=int, default=50)
+    args = ap.parse_args()
+    n_ann, n_items = args.annotators, args.items
+    expected = n_ann * n_items
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "study"
+        # n_cases × n_features × 2 alphas steered generations = exactly `expected` items
+        n_features = 5
+        n_cases = -(-expected // (2 * n_features))
+        make_study(run_dir, n_cases=n_cases, n_features=n_features).close()
+        accounts = Accounts(run_dir / "annotators.json")
+        users = {f"reader{i:02d}": f"password-{i:02d}" for i in range(n_ann)}
+        for u, pw in users.items():
+            accounts.add(u, pw)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "protocols.cli", "annotate", str(run_dir), "--port", str(port),
+             "--overlap", "0"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            t0 = time.time()
+            wait_up(url, proc)
+            print(f"server up in {time.time() - t0:.1f} s ({n_ann} annotators, {expected} items)", flush=True)
+            lat: list[float] = []
+            errors: list[str] = []
+            barrier = threading.Barrier(n_ann)
+            threads = [threading.Thread(target=annotator, args=(url, u, pw, n_items, lat, errors, barrier))
+                       for u, pw in users.items()]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - t0
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        with StudyStore.open(run_dir) as store:
+            rows = store.rows("annotations")
+        keys = {(r["task"], r["item_key"], r["annotator"]) for r in rows}
+        for e in errors[:5]:
+            print("ERROR", e)
+        lat.sort()
+        p95 = lat[max(0, int(round(0.95 * len(lat))) - 1)] if lat else float("nan")
+        print(f"{len(lat)} next_item calls in {wall:.1f} s: median {statistics.median(lat):.1f} ms, "
+              f"p95 {p95:.1f} ms, max {lat[-1]:.1f} ms; {len(rows)} rows, {len(keys)} distinct keys")
+        print(f"next_item_p95_ms={p95:.1f} stored={len(rows)} expected={expected}")
+        return 0 if not errors and len(rows) == len(keys) == expected else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
