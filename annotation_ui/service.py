@@ -10,13 +10,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from annotation_ui import persistence, queues, views
 from annotation_ui.persistence import AnnotationInputError
 from annotation_ui.queues import QueueConfig
 from steering.store import StudyStore
-from steering.store.schema import cases, feature_contexts, features, generations, verdicts
+from steering.store.schema import (
+    annotations,
+    cases,
+    feature_contexts,
+    features,
+    generations,
+    queue_items,
+    verdicts,
+)
 
 MAX_CONTEXTS = 10
 
@@ -58,16 +66,33 @@ class AnnotationService:
 
     def current(self, annotator: str) -> ItemView:
         """The first item this annotator has not answered: where they resume after a restart."""
-        q, mine = self._state(annotator)
-        for it in q:
-            if it.item_key not in mine:
-                return self._view(annotator, q, mine, it.position)
-        return self._view(annotator, q, mine, len(q))
+        self._ensure_queue(annotator)
+        with self.store.engine.connect() as conn:
+            total, done = self._counts(conn, annotator)
+            j = self._joined(annotator)
+            first = conn.execute(
+                select(queue_items.c.position, queue_items.c.item_key).select_from(j)
+                .where(self._mine(annotator), annotations.c.id.is_(None)).order_by(queue_items.c.position).limit(1)
+            ).first()
+        if first is None:
+            return self._view(annotator, total, total, done)
+        return self._view(annotator, int(first.position), total, done, first.item_key, {})
 
     def back(self, annotator: str, ref: str) -> ItemView:
-        q, mine = self._state(annotator)
-        position = self._position(annotator, q, ref, allow_end=True)
-        return self._view(annotator, q, mine, max(position - 1, 0))
+        self._ensure_queue(annotator)
+        position, key = persistence.parse_item_ref(ref, self.task)
+        with self.store.engine.connect() as conn:
+            total, done = self._counts(conn, annotator)
+            if not (key == "" and position == total):
+                self._check(conn, annotator, position, key)
+            target = max(position - 1, 0)
+            row = conn.execute(
+                select(queue_items.c.item_key, annotations.c.answers).select_from(self._joined(annotator))
+                .where(self._mine(annotator), queue_items.c.position == target)
+            ).first()
+        if row is None:
+            return self._view(annotator, total, total, done)
+        return self._view(annotator, target, total, done, row.item_key, row.answers or {})
 
     def submit(self, annotator: str, ref: str, raw: dict[str, Any]) -> ItemView:
         answers = persistence.validate_answers(self.task, raw)
@@ -79,9 +104,9 @@ class AnnotationService:
     # ---- internals ------------------------------------------------------------------------
 
     def _store(self, annotator: str, ref: str, answers: dict[str, Any]) -> ItemView:
-        q, _ = self._state(annotator)
+        self._ensure_queue(annotator)
         position, key = persistence.parse_item_ref(ref, self.task)
-        if key == "" and position >= len(q):
+        if key == "":
             raise AnnotationInputError("all your items are answered; nothing to submit (use Back to revise)")
         shown = self._shown.pop((annotator, key), None)
         seconds = round(time.monotonic() - shown, 3) if shown is not None else None
@@ -90,35 +115,42 @@ class AnnotationService:
         view.message = "Skipped." if answers.get("skipped") else "Saved."
         return view
 
-    def _state(self, annotator: str) -> tuple[list[queues.QueueItem], dict[str, dict]]:
+    def _ensure_queue(self, annotator: str) -> None:
         if annotator not in self._has_queue:
             with self._lock:  # someone added to the accounts file while the server runs
                 if not queues.queue_of(self.store, annotator, self.task):
                     queues.sync_queues(self.store, self.task, [annotator], self.config)
                 self._has_queue.add(annotator)
-        return (queues.queue_of(self.store, annotator, self.task),
-                persistence.answers_of(self.store, annotator, self.task))
 
-    def _position(self, annotator: str, q: list[queues.QueueItem], ref: str, *, allow_end: bool = False) -> int:
-        position, key = persistence.parse_item_ref(ref, self.task)
-        if allow_end and key == "" and position == len(q):
-            return position
-        if position >= len(q) or q[position].item_key != key:
-            raise AnnotationInputError(
-                f"item {key[:60]!r} at position {position} is not in your queue (reload the page)")
-        return position
+    def _joined(self, annotator: str) -> Any:
+        """This annotator's queue, each item beside their own answer (if any); nobody else's."""
+        q, a = queue_items, annotations
+        return q.outerjoin(a, (a.c.task == q.c.task) & (a.c.item_key == q.c.item_key) & (a.c.annotator == annotator))
 
-    def _view(self, annotator: str, q: list[queues.QueueItem], mine: dict[str, dict], position: int) -> ItemView:
-        done = sum(1 for it in q if it.item_key in mine)
-        if position >= len(q):
+    def _mine(self, annotator: str) -> Any:
+        return (queue_items.c.annotator == annotator) & (queue_items.c.task == self.task)
+
+    def _counts(self, conn: Any, annotator: str) -> tuple[int, int]:
+        q = queue_items
+        total, done = conn.execute(
+            select(func.count(q.c.position), func.count(annotations.c.id)).select_from(self._joined(annotator))
+            .where(self._mine(annotator))
+        ).one()
+        return int(total), int(done)
+
+    def _check(self, conn: Any, annotator: str, position: int, key: str) -> None:
+        persistence.check_in_queue(conn, annotator, self.task, position, key)
+
+    def _view(self, annotator: str, position: int, total: int, done: int, key: str = "",
+              answers: dict | None = None) -> ItemView:
+        if position >= total:
             msg = ("All your items are answered — thank you. Use Back to revise an answer."
-                   if q else "Your queue is empty: this study has nothing to annotate for this task yet.")
-            return ItemView(self.task, f"{self.task}:{len(q)}:", None, len(q), done,
+                   if total else "Your queue is empty: this study has nothing to annotate for this task yet.")
+            return ItemView(self.task, f"{self.task}:{total}:", None, total, done,
                             header=f'<div class="rs-head" id="rs-finished">{views.esc(msg)}</div>',
                             finished=True)
-        key = q[position].item_key
-        view = ItemView(self.task, f"{self.task}:{position}:{key}", position, len(q), done,
-                        answers=dict(mine.get(key) or {}))
+        view = ItemView(self.task, f"{self.task}:{position}:{key}", position, total, done,
+                        answers=dict(answers or {}))
         if self.task == "change":
             self._fill_change(view, int(key))
         else:
