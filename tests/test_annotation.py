@@ -264,3 +264,27 @@ def test_http_identity_comes_from_login_only(server) -> None:
     with closing(srv.client("boss")) as boss:
         _, table = call(boss, "progress")
         assert "rs-admin-table" in table["data"][0] and "secret" not in table["data"][0]
+
+
+# ---- the command line -------------------------------------------------------------------------
+
+
+def test_cli_add_user_export_and_refusals(tmp_path: Path, monkeypatch, capsys) -> None:
+    import io
+
+    from protocols.cli import main
+
+    make_study(tmp_path, n_cases=2, n_features=1).close()
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password\n"))
+    assert main(["annotate", str(tmp_path), "--add-user", "carol", "--password-stdin"]) == 0
+    assert Accounts(tmp_path / "annotators.json").verify("carol", "a-long-password")
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["annotate", str(tmp_path), "--add-user", "dave", "--password-stdin"]) == 2
+    assert "password for 'dave'" in capsys.readouterr().err
+    (tmp_path / "annotators.json").unlink()
+    assert main(["annotate", str(tmp_path), "--host", "0.0.0.0"]) == 2
+    assert "refusing to serve beyond localhost without authentication" in capsys.readouterr().err
+    assert main(["annotate", str(tmp_path / "nowhere")]) == 2
+    assert "no study.sqlite" in capsys.readouterr().err
+    assert main(["annotate", str(tmp_path), "--export", str(tmp_path / "out.csv")]) == 0
+    assert (tmp_path / "out.csv").read_text().startswith("task,item_key,annotator")
