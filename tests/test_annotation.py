@@ -288,3 +288,19 @@ def test_cli_add_user_export_and_refusals(tmp_path: Path, monkeypatch, capsys) -
     assert "no study.sqlite" in capsys.readouterr().err
     assert main(["annotate", str(tmp_path), "--export", str(tmp_path / "out.csv")]) == 0
     assert (tmp_path / "out.csv").read_text().startswith("task,item_key,annotator")
+
+
+def test_finished_queue_then_back(tmp_path: Path) -> None:
+    store = make_study(tmp_path, n_cases=1, n_features=1)
+    svc = AnnotationService(store, "change", QueueConfig(), ["alice"])
+    v = svc.current("alice")
+    while not v.finished:
+        v = svc.skip("alice", v.ref)
+    assert v.done == v.total == 2 and "All your items are answered" in v.header
+    with pytest.raises(AnnotationInputError, match="nothing to submit"):
+        svc.submit("alice", v.ref, GOOD)
+    last = svc.back("alice", v.ref)
+    assert last.position == 1 and last.answers == {"skipped": True}
+    svc.submit("alice", last.ref, GOOD)
+    assert store.count("annotations") == 2 and svc.current("alice").finished
+    store.close()
