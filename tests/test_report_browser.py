@@ -39,6 +39,7 @@ def report(tmp_path_factory) -> Path:
 def test_report_source_escapes_model_text(report: Path) -> None:
     text = report.read_text(encoding="utf-8")
     assert "<script" not in text.lower()
+    assert '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'' in text
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in text
     # the only URLs are SVG's XML namespace names, which are identifiers and never fetched
     rest = text.replace('xmlns="http://www.w3.org/2000/svg"', "").replace(
@@ -57,7 +58,10 @@ def test_report_in_headless_chromium(report: Path, tmp_path: Path) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            # bypass_csp: the report's own Content-Security-Policy would also stop an injected script;
+            # switching it off here makes "never run" below a test of the escaping alone
+            context = browser.new_context(viewport={"width": 1200, "height": 900}, bypass_csp=True)
+            page = context.new_page()
             page.on("request", lambda r: requests.append(r.url))
             page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: page_errors.append(str(e)))
