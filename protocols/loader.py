@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from pydantic import ValidationError
 
 from protocols.schema import Protocol
 from steering.errors import RadsteerError
+from steering.jsonl import iter_jsonl
 from steering.store import stable_hash
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -148,12 +148,7 @@ def _merge_items_file(data: dict[str, Any], file: Path, lines: dict[tuple, int])
 
     items: list[tuple[int, Any]] = []
     if path.suffix == ".jsonl":
-        for n, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    items.append((n, json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    raise RadsteerError(f"{path}:{n}: not valid JSON: {exc.msg}") from None
+        items = [(n, obj) for n, _where, obj in iter_jsonl(path, what="features file")]
     else:
         try:
             loaded = yaml.safe_load(text)
