@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from steering.adapters import ModelAdapter
+from steering.adapters import ModelAdapter, pad_batch
 from steering.errors import RadsteerError
 from steering.feature_bank import FeatureBank
 from steering.feature_reader import FeatureReader, LayerReader
@@ -109,12 +109,8 @@ class ActivationChecker:
         for start in range(0, len(texts), self.batch_size):
             chunk = list(texts[start : start + self.batch_size])
             seqs = [self._sequence(prompt, t) for t in chunk]
-            width = max(len(s) for s, _ in seqs)
-            input_ids = torch.full((len(seqs), width), self.adapter.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for i, (s, _) in enumerate(seqs):
-                input_ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-                mask[i, : len(s)] = 1
+            input_ids, mask = pad_batch([s for s, _ in seqs], self.adapter.pad_token_id)
+            width = input_ids.shape[1]
             hidden = self.layer_reader.hidden(input_ids, mask, [extras or {} for _ in seqs])
             for i, (s, first) in enumerate(seqs):
                 wanted = list(features[start + i])

@@ -183,6 +183,25 @@ class HFCausalLMAdapter(ModelAdapter):
         return [int(i) for i in self.tokenizer(text)["input_ids"]]
 
 
+def pad_batch(
+    seqs: Sequence[Sequence[int]], pad_id: int, *, side: str = "right"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id rows padded to one width: (input_ids, attention_mask), both [B, T] long.
+
+    Left padding for generation (every row continues at the end), right padding for reading
+    activations (each row's positions start at 0)."""
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', not {side!r}")
+    width = max(1, max((len(s) for s in seqs), default=0))
+    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, row in enumerate(seqs):
+        span = slice(width - len(row), width) if side == "left" else slice(0, len(row))
+        input_ids[i, span] = torch.tensor(list(row), dtype=torch.long)
+        attention_mask[i, span] = 1
+    return input_ids, attention_mask
+
+
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"

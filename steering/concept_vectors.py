@@ -31,9 +31,10 @@ from typing import Any, Literal
 
 import torch
 
-from steering.adapters import ModelAdapter
+from steering.adapters import ModelAdapter, pad_batch
 from steering.errors import RadsteerError
 from steering.feature_bank import FeatureBank
+from steering.feature_reader import LayerReader
 from steering.store import stable_hash
 
 ConceptScale = Literal["median_norm", "raw"]
@@ -78,44 +79,22 @@ def sentence_activations(
     if batch_size < 1:
         raise RadsteerError(f"batch size must be at least 1, not {batch_size}")
     tok = adapter.tokenizer
-    module = adapter.layer(layer)
-    captured: list[torch.Tensor] = []
-
-    def hook(_m: torch.nn.Module, _args: tuple, output: object) -> None:
-        hidden = output[0] if isinstance(output, tuple) else output
-        captured.append(hidden.detach())
-
+    reader = LayerReader(adapter, layer)
     means: list[torch.Tensor] = []
     norms: list[torch.Tensor] = []
-    pad = adapter.pad_token_id
-    handle = module.register_forward_hook(hook)
-    try:
-        for start in range(0, len(sentences), batch_size):
-            chunk = [str(s) for s in sentences[start : start + batch_size]]
-            ids = [tok(s, add_special_tokens=True)["input_ids"] for s in chunk]
-            if any(len(i) == 0 for i in ids):
-                raise RadsteerError("an example sentence is empty after tokenisation; remove it from the protocol")
-            width = max(len(i) for i in ids)
-            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for b, row in enumerate(ids):
-                input_ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
-                mask[b, : len(row)] = 1
-            input_ids, mask = input_ids.to(adapter.device), mask.to(adapter.device)
-            captured.clear()
-            embeds = adapter.embed(input_ids, [{} for _ in chunk])
-            adapter.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
-            if len(captured) != 1:
-                raise RadsteerError(f"layer {layer} of {adapter.name} ran {len(captured)} times in one forward pass")
-            hidden = captured[0].float().cpu()
-            for b, row in enumerate(ids):
-                # Position 0 is an attention sink with an outlier norm: leave it out of the mean
-                # (unless it is the only token), or it would dominate every difference.
-                tail = hidden[b, 1 : len(row)] if len(row) > 1 else hidden[b, : len(row)]
-                means.append(tail.mean(0))
-                norms.append(tail.norm(dim=-1))
-    finally:
-        handle.remove()
+    for start in range(0, len(sentences), batch_size):
+        chunk = [str(s) for s in sentences[start : start + batch_size]]
+        ids = [tok(s, add_special_tokens=True)["input_ids"] for s in chunk]
+        if any(len(i) == 0 for i in ids):
+            raise RadsteerError("an example sentence is empty after tokenisation; remove it from the protocol")
+        input_ids, mask = pad_batch(ids, adapter.pad_token_id)
+        hidden = reader.hidden(input_ids, mask).cpu()
+        for b, row in enumerate(ids):
+            # Position 0 is an attention sink with an outlier norm: leave it out of the mean
+            # (unless it is the only token), or it would dominate every difference.
+            tail = hidden[b, 1 : len(row)] if len(row) > 1 else hidden[b, : len(row)]
+            means.append(tail.mean(0))
+            norms.append(tail.norm(dim=-1))
     return torch.stack(means), norms
 
 

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, LogitsProcessorList
 
-from steering.adapters import ModelAdapter
+from steering.adapters import ModelAdapter, pad_batch
 from steering.errors import RadsteerError
 from steering.feature_bank import FeatureBank, VectorSpace
 from steering.hooks import PositionPolicy, SteeringHook, prompt_steer_mask
@@ -228,13 +228,8 @@ class SteeringEngine:
         adapter = self.adapter
         device = adapter.device
         prompts = [self.prompt_ids(r.case_id, cases[r.case_id]) for r in batch]
-        width = max(len(p) for p in prompts)
         pad = adapter.pad_token_id
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, p in enumerate(prompts):  # left padding: generation continues every row at the end
-            input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            attention_mask[i, width - len(p) :] = 1
+        input_ids, attention_mask = pad_batch(prompts, pad, side="left")
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         embeds = adapter.embed(input_ids, [extras[r.case_id] for r in batch])
 

@@ -53,7 +53,7 @@ from safetensors.torch import save as st_save
 from sqlalchemy import delete, select
 from tqdm.auto import tqdm
 
-from steering.adapters import ModelAdapter
+from steering.adapters import ModelAdapter, pad_batch
 from steering.errors import RadsteerError
 from steering.feature_bank import FeatureBank
 from steering.feature_reader import FeatureReader, LayerReader
@@ -442,13 +442,7 @@ class FeatureMiner:
         """Run one batch (right-padded, attention-masked) and read its mined tokens' activations."""
         max_len = self.settings.max_length
         seqs = [ids[:max_len] for _, ids in batch]
-        width = max(1, max(len(s) for s in seqs))
-        input_ids = torch.full((len(seqs), width), self.adapter.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            if s:
-                input_ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-                mask[i, : len(s)] = 1
+        input_ids, mask = pad_batch(seqs, self.adapter.pad_token_id)
         valid = mask.bool() & ~torch.isin(input_ids, torch.tensor(self._excluded, dtype=torch.long))
         valid[:, 0] = False  # BOS or attention sink
         rows, cols = valid.nonzero(as_tuple=True)
