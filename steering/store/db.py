@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, Table, create_engine, event, select
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from steering.store import schema
@@ -125,8 +125,6 @@ class StudyStore:
             return [dict(r._mapping) for r in conn.execute(stmt)]
 
     def count(self, table: str) -> int:
-        from sqlalchemy import func
-
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(TABLES[table])).scalar_one())
 
