@@ -48,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
         add_user(accounts_path, args.add_user, password, role="admin" if args.admin else "annotator")
         print(f"{'admin' if args.admin else 'annotator'} {args.add_user!r} saved in {accounts_path}")
         return 0
-    if not (run_dir / "study.sqlite").exists():
+    from steering.store import has_study
+
+    if not has_study(run_dir):
         raise RadsteerError(f"{run_dir}: no study.sqlite here; run `radsteer sweep` first or check the path")
     if args.export:
         from annotation_ui.export import export_annotations
