@@ -135,9 +135,19 @@ class JudgeOptions(_Strict):
 
 
 class EvaluationOptions(_Strict):
-    extractor: Literal["lexicon", "radgraph", "radgraph-xl"] = "lexicon"
+    extractor: str = "lexicon"  # a name in evaluation.extractors (built-ins and `radsteer.extractors` plugins)
     radgraph_cache: str | None = None
     judge: JudgeOptions | None = None
+
+    @field_validator("extractor")
+    @classmethod
+    def _known_extractor(cls, v: str) -> str:
+        from evaluation.extractors import names
+
+        known = names()
+        if v not in known:
+            raise ValueError(f"unknown entity extractor {v!r}; choose one of {', '.join(known)}")
+        return v
 
 
 class AnnotationOptions(_Strict):
