@@ -103,7 +103,8 @@ class GenerationOptions(_Strict):
     temperature: float = Field(default=1.0, gt=0)
     top_p: float = Field(default=1.0, gt=0, le=1)
     seed: int = 0
-    batch_size: int = Field(default=8, ge=1)
+    # rows per generate call; "auto": calibrated on the sweep's first batches (steering/batching.py)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
 
 
 class SplitOptions(_Strict):
