@@ -304,3 +304,35 @@ def test_finished_queue_then_back(tmp_path: Path) -> None:
     svc.submit("alice", last.ref, GOOD)
     assert store.count("annotations") == 2 and svc.current("alice").finished
     store.close()
+
+
+# ---- hardening (issue 11) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ref", [
+    "change:99999999999999999999999:1", "change:0:99999999999999999999999", "change:0:-1", "change:0:1e3",
+    "change:" + "9" * 400 + ":1", "change:0:" + "1" * 5000, "change:0:1\x00", "change:00:1 ",
+])
+def test_item_references_validated_in_every_part(study, ref) -> None:
+    svc = AnnotationService(study, "change", QueueConfig(overlap=0), ["alice"])
+    svc.current("alice")
+    for act in (lambda: svc.submit("alice", ref, GOOD), lambda: svc.skip("alice", ref),
+                lambda: svc.back("alice", ref)):
+        with pytest.raises(AnnotationInputError, match="reload the page|not in your queue"):
+            act()
+    assert study.count("annotations") == 0
+
+
+def test_cli_add_user_refuses_a_directory_without_a_study(tmp_path: Path, monkeypatch, capsys) -> None:
+    import io
+
+    from protocols.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password\n"))
+    assert main(["annotate", str(tmp_path / "typo"), "--add-user", "carol", "--password-stdin"]) == 2
+    assert "no study.sqlite" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password\n"))
+    assert main(["annotate", str(tmp_path / "empty"), "--add-user", "carol", "--password-stdin"]) == 2
+    assert list((tmp_path / "empty").iterdir()) == []
