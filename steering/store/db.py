@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from steering.errors import RadsteerError
 from steering.store import schema
 from steering.store.location import DB_FILENAME, public_url, record_url, resolve_url
+from steering.store.reader_study import ReaderStudyMixin
 from steering.store.schema import TABLES
 
 __all__ = ["DB_FILENAME", "StudyStore"]
@@ -34,7 +35,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
-class StudyStore:
+class StudyStore(ReaderStudyMixin):
     """Access to one study's database.
 
     >>> store = StudyStore.open("runs/demo")          # runs/demo/study.sqlite
