@@ -78,6 +78,7 @@ def run_study(
     echo: Callable[[str], None] = print,
     steps: tuple[str, ...] = STEPS,
     checked: CheckedStudy | None = None,
+    execution_args: Any = None,
 ) -> RunResult:
     checked = checked or check_study(study)
     study.check_run_dir()
@@ -90,7 +91,7 @@ def run_study(
             if not _missing_part(exc):
                 raise
     if "sweep" in steps:
-        _sweep(study, checked, result, progress=progress, echo=echo)
+        _sweep(study, checked, result, progress=progress, echo=echo, execution_args=execution_args)
     elif not has_study(study.run_dir):
         raise RadsteerError(f"{study.run_dir} holds no study yet: run the sweep step first")
     if "evaluate" in steps:
@@ -116,13 +117,27 @@ def _step(result: RunResult, name: str, echo: Callable[[str], None], fn: Callabl
         return None
 
 
-def _sweep(study: Study, checked: CheckedStudy, result: RunResult, *, progress: bool, echo) -> None:
+def _sweep(study: Study, checked: CheckedStudy, result: RunResult, *, progress: bool, echo,
+           execution_args: Any = None) -> None:
     from protocols.commands.vectors import build
+    from protocols.execution import execution_options, sweep_on_ray
 
-    adapter = study.load_adapter()
+    options = execution_options(study, execution_args)
+    adapter = None
     if study.protocol.features.source == "concept" and study.concept_vectors_state() != "current":
+        adapter = study.load_adapter()
         echo(f"radsteer run: building concept vectors → {study.bank_path()}")
         build(study, adapter=adapter, quiet=False)
+    if options.executor == "ray":  # the workers load the model; this process only dispatches
+        del adapter
+        gc.collect()
+        ray_report = sweep_on_ray(study, options, progress=progress)
+        result.rows_generated, result.rows_already_stored = ray_report.generated, ray_report.already_stored
+        result.tokens_generated = ray_report.tokens
+        result.sweep_summary = ray_report.summary()
+        echo(f"radsteer run: sweep: {ray_report.summary()}")
+        return
+    adapter = adapter or study.load_adapter()
     bank = study.load_bank()
     engine = study.engine(adapter, bank)  # width and layer checked again on the real model
     rows = study.planned_rows(bank)

@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", default=",".join(STEPS),
                         help=f"comma-separated subset of {','.join(STEPS)} (default: all)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from protocols.execution import add_execution_arguments
+
+    add_execution_arguments(parser)
 
 
 def parse_steps(text: str) -> tuple[str, ...]:
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  note: {w}")
         return 0
     result = run_study(study, checked=checked, steps=steps,
-                       progress=not args.no_progress and sys.stderr.isatty())
+                       progress=not args.no_progress and sys.stderr.isatty(), execution_args=args)
     print(f"radsteer run: done — {study.run_dir}")
     for line in result.lines():
         print(f"  {line}")
