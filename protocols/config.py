@@ -40,6 +40,12 @@ def _positive(what: str) -> Callable[[Any], str | None]:
     return lambda v: None if v is None or v >= 1 else f"{what} must be ≥ 1, not {v}"
 
 
+def _extractor_names() -> list[str]:
+    from evaluation.extractors import names
+
+    return list(names())
+
+
 def _open_unit(v: Any) -> str | None:
     return None if 0 < v < 1 else f"must lie strictly between 0 and 1, not {v}"
 
@@ -55,7 +61,7 @@ class Setting:
     default: Any = None
     protocol: tuple[str, ...] | None = None  # attribute path in protocols.schema.Protocol
     type: Callable[[str], Any] | None = None
-    choices: tuple[Any, ...] | None = None
+    choices: tuple[Any, ...] | Callable[[], Any] | None = None  # a callable: looked up when the flag is added
     store_true: bool = False
     path: bool = False  # a path: flag values relative to the working directory, protocol values to the protocol
     check: Callable[[Any], str | None] | None = None  # returns an error message, or None when fine
@@ -79,7 +85,7 @@ SETTINGS: tuple[Setting, ...] = (
             default=False, store_true=True),
     # -- evaluate ----------------------------------------------------------------------------
     Setting("evaluate.extractor", ("--extractor",), "entity extraction backend", (*_EVAL, "label"),
-            default="lexicon", protocol=("evaluation", "extractor"), choices=("lexicon", "radgraph", "radgraph-xl")),
+            default="lexicon", protocol=("evaluation", "extractor"), choices=_extractor_names),
     Setting("evaluate.radgraph_cache", ("--radgraph-cache",),
             "directory holding the RadGraph model archives (a protocol's path is relative to the protocol file; "
             "default $RADSTEER_RADGRAPH_CACHE, else the radgraph package's cache)", (*_EVAL, "label"),
@@ -173,7 +179,7 @@ def add_options(parser: argparse.ArgumentParser, command: str) -> None:
             if s.type is not None:
                 kw["type"] = s.type
             if s.choices is not None:
-                kw["choices"] = s.choices
+                kw["choices"] = s.choices() if callable(s.choices) else s.choices
             if s.metavar:
                 kw["metavar"] = s.metavar
         parser.add_argument(*s.flags, **kw)

@@ -183,7 +183,7 @@ def evaluate_step(run_dir: Path, config: Config, result: RunResult, *, judge=Non
 
     ev = config.evaluate
     options: dict[str, Any] = {}
-    if ev.extractor != "lexicon" and ev.radgraph_cache:
+    if ev.extractor.startswith("radgraph") and ev.radgraph_cache:
         options["cache_dir"] = ev.radgraph_cache
     with StudyStore.open(run_dir) as store:
         summary = evaluate_run(store, extractor=ev.extractor, extractor_options=options, judge=judge,

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluation.entities import get_extractor
+    from evaluation.extractors import get_extractor
     from evaluation.labelling import label_pairs, read_pairs, write_jsonl_atomic
     from protocols.config import resolve
 
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         raise RadsteerError(f"output folder {args.output.parent} does not exist; create it first")
     pairs = read_pairs(args.pairs)
     cache = cfg.evaluate.radgraph_cache
-    options = {"cache_dir": cache} if extractor_name != "lexicon" and cache else {}
+    options = {"cache_dir": cache} if extractor_name.startswith("radgraph") and cache else {}
     extractor = get_extractor(extractor_name, **options)
     progress = not args.quiet and len(pairs) >= 100
     judge = combine = None
