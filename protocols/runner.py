@@ -26,7 +26,7 @@ from protocols.config import Config, resolve
 from protocols.plan import CheckedStudy, check_study
 from protocols.study import Study
 from steering.errors import RadsteerError
-from steering.store import DB_FILENAME, StudyStore
+from steering.store import StudyStore, has_study
 
 STEPS = ("sweep", "evaluate", "stats", "report")
 Echo = Callable[[str], None]
@@ -116,7 +116,7 @@ def run_study(
                 raise
     if "sweep" in steps:
         sweep_step(study, config, result, checked=checked, echo=echo, prefix="radsteer run: ")
-    elif not (study.run_dir / DB_FILENAME).exists():
+    elif not has_study(study.run_dir):
         raise RadsteerError(f"{study.run_dir} holds no study yet: run the sweep step first")
     if "evaluate" in steps:
         _step(result, "evaluate", echo,

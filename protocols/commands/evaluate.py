@@ -14,7 +14,7 @@ from pathlib import Path
 
 from protocols.config import add_options
 from steering.errors import RadsteerError
-from steering.store import DB_FILENAME
+from steering.store import DB_FILENAME, has_study
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from protocols.runner import RunResult, evaluate_step, make_judge
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / DB_FILENAME).is_file():
+    if not has_study(run_dir):
         raise RadsteerError(f"{run_dir} holds no {DB_FILENAME}: give a study directory made by `radsteer sweep`")
     config = resolve_for_run_dir("evaluate", args, run_dir)
     judge = make_judge(config)  # fails now if the key variable is unset
