@@ -148,7 +148,7 @@ def _evaluate(study: Study, judge, result: RunResult, *, progress: bool, echo) -
 
     ev = study.protocol.evaluation
     options: dict[str, Any] = {}
-    if ev.extractor != "lexicon" and ev.radgraph_cache:
+    if ev.extractor.startswith("radgraph") and ev.radgraph_cache:
         options["cache_dir"] = str(study.loaded.resolve(ev.radgraph_cache))
     with StudyStore.open(study.run_dir) as store:
         summary = evaluate_run(store, extractor=ev.extractor, extractor_options=options, judge=judge,

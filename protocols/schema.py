@@ -116,7 +116,8 @@ class GenerationOptions(_Strict):
     temperature: float = Field(default=1.0, gt=0)
     top_p: float = Field(default=1.0, gt=0, le=1)
     seed: int = 0
-    batch_size: int = Field(default=8, ge=1)
+    # rows per generate call; "auto": calibrated on the sweep's first batches (steering/batching.py)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
 
 
 class SplitOptions(_Strict):
@@ -148,9 +149,19 @@ class JudgeOptions(_Strict):
 
 
 class EvaluationOptions(_Strict):
-    extractor: Literal["lexicon", "radgraph", "radgraph-xl"] = "lexicon"
+    extractor: str = "lexicon"  # a name in evaluation.extractors (built-ins and `radsteer.extractors` plugins)
     radgraph_cache: str | None = None
     judge: JudgeOptions | None = None
+
+    @field_validator("extractor")
+    @classmethod
+    def _known_extractor(cls, v: str) -> str:
+        from evaluation.extractors import names
+
+        known = names()
+        if v not in known:
+            raise ValueError(f"unknown entity extractor {v!r}; choose one of {', '.join(known)}")
+        return v
 
 
 class AnnotationOptions(_Strict):

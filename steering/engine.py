@@ -14,13 +14,14 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, LogitsProcessorList
 
 from steering.adapters import ModelAdapter, pad_batch
+from steering.batching import BatchSizer, padding_fraction
 from steering.errors import RadsteerError
 from steering.feature_bank import FeatureBank, VectorSpace
 from steering.hooks import PositionPolicy, SteeringHook, prompt_steer_mask
@@ -90,12 +91,19 @@ class SweepReport:
     batches: int
     seconds: float
     per_case_extras: Counter = field(default_factory=Counter)
+    tokens_per_s: float = 0.0  # generated tokens / generation wall time
+    padding_fraction: float = 0.0  # left-padding share of the batches' prompt positions
+    batching: dict[str, Any] = field(default_factory=dict)  # BatchSizer.describe()
 
     def summary(self) -> str:
-        return (
+        text = (
             f"{self.planned} rows planned, {self.already_stored} already stored, {self.generated} generated "
             f"in {self.batches} batches ({self.seconds:.1f} s)"
         )
+        if self.generated:
+            text += (f"; {self.tokens_per_s:.1f} tokens/s, padding {100 * self.padding_fraction:.1f} %, "
+                     f"batch size {self.batching.get('chosen')} ({self.batching.get('mode')})")
+        return text
 
 
 def plan_rows(case_ids: Sequence[str], feature_ids: Sequence[str], alphas: Sequence[float]) -> list[PlannedRow]:
@@ -117,15 +125,16 @@ class SteeringEngine:
         *,
         spec: SteeringSpec,
         settings: GenerationSettings | None = None,
-        batch_size: int = 8,
+        batch_size: int | Literal["auto"] = 8,
     ) -> None:
-        if batch_size < 1:
-            raise RadsteerError(f"batch size must be at least 1, not {batch_size}")
+        if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+            raise RadsteerError(f"batch size must be 'auto' or at least 1, not {batch_size!r}")
         self.adapter = adapter
         self.bank = bank
         self.spec = spec
         self.settings = settings or GenerationSettings()
-        self.batch_size = batch_size
+        self.sizer = BatchSizer(None if batch_size == "auto" else batch_size)
+        self.batch_lengths: list[list[int]] = []  # prompt lengths of every batch generated
         self.layer_module = adapter.layer(spec.layer)
         if bank is not None:
             bank.check_width(adapter.hidden_size, adapter.name)
@@ -155,14 +164,24 @@ class SteeringEngine:
             self._prompt_cache[case_id] = self.adapter.prompt_ids(case)
         return self._prompt_cache[case_id]
 
-    def batches(self, cases: Mapping[str, Mapping[str, Any]], rows: Sequence[PlannedRow]) -> list[list[PlannedRow]]:
-        """Rows grouped by prompt length (then case, so a case's rows stay together)."""
+    @property
+    def batch_size(self) -> int:
+        """The fixed size, or the calibrated one (the smallest candidate before calibration)."""
+        return self.sizer.chosen
+
+    def ordered(self, cases: Mapping[str, Mapping[str, Any]], rows: Sequence[PlannedRow]) -> list[PlannedRow]:
+        """Rows of all cases sorted by prompt length (then case, so a case's rows stay together):
+        neighbouring rows pad little whichever case they come from."""
         for r in rows:
             if r.case_id not in cases:
                 raise RadsteerError(f"row for unknown case {r.case_id!r}")
-        ordered = sorted(rows, key=lambda r: (len(self.prompt_ids(r.case_id, cases[r.case_id])), r.case_id,
-                                              r.feature_id, r.alpha))
-        return [ordered[i : i + self.batch_size] for i in range(0, len(ordered), self.batch_size)]
+        return sorted(rows, key=lambda r: (len(self.prompt_ids(r.case_id, cases[r.case_id])), r.case_id,
+                                           r.feature_id, r.alpha))
+
+    def batches(self, cases: Mapping[str, Mapping[str, Any]], rows: Sequence[PlannedRow]) -> list[list[PlannedRow]]:
+        """The ordered rows cut at the current batch size (what a fixed-size sweep generates)."""
+        ordered, size = self.ordered(cases, rows), self.batch_size
+        return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
     # -- generation -------------------------------------------------------------------------
     def generate(
@@ -184,17 +203,31 @@ class SteeringEngine:
     def _iter_batches(
         self, cases: Mapping[str, Mapping[str, Any]], rows: Sequence[PlannedRow], *, progress: bool
     ) -> Iterator[list[GenerationResult]]:
-        batches = self.batches(cases, rows)
+        ordered = self.ordered(cases, rows)
         remaining = Counter(r.case_id for r in rows)
         extras: dict[str, dict[str, Any]] = {}
         bar = tqdm(total=len(rows), unit="row", desc="generating", disable=not progress, dynamic_ncols=True)
+        start = 0
         try:
-            for batch in batches:
+            while start < len(ordered):
+                size = self.sizer.next_size()
+                batch = ordered[start : start + size]
                 for r in batch:
                     if r.case_id not in extras:
                         extras[r.case_id] = self.adapter.case_extras(cases[r.case_id])
                         self.extras_calls[r.case_id] += 1
-                out = self._generate_batch(cases, batch, extras)
+                try:
+                    out = self._generate_batch(cases, batch, extras)
+                except torch.cuda.OutOfMemoryError:
+                    if self.sizer.fixed is not None:
+                        raise
+                    self.sizer.out_of_memory(size)  # the same rows again, at a size that fits
+                    torch.cuda.empty_cache()
+                    continue
+                start += len(batch)
+                self.sizer.record(size, len(batch), sum(res.n_tokens for res in out),
+                                  sum(res.seconds for res in out))
+                self.batch_lengths.append([len(self.prompt_ids(r.case_id, cases[r.case_id])) for r in batch])
                 for r in batch:  # free per-case features (images) once the case is done
                     remaining[r.case_id] -= 1
                     if remaining[r.case_id] == 0:
@@ -286,14 +319,21 @@ class SteeringEngine:
         done = store.generation_keys(settings_hash)
         todo = [r for r in rows if r.key() not in done]
         n_batches = 0
+        tokens = 0
+        gen_seconds = 0.0
+        self.batch_lengths = []
 
         def write(batch: list[GenerationResult]) -> None:
-            nonlocal n_batches
+            nonlocal n_batches, tokens, gen_seconds
             store.add_generations([res.store_row(settings_hash) for res in batch])
             n_batches += 1
+            tokens += sum(res.n_tokens for res in batch)
+            gen_seconds += sum(res.seconds for res in batch)
 
         self.generate(cases, todo, progress=progress, on_batch=write)
         return SweepReport(
             planned=len(rows), already_stored=len(rows) - len(todo), generated=len(todo), batches=n_batches,
             seconds=time.perf_counter() - start, per_case_extras=Counter(self.extras_calls),
+            tokens_per_s=tokens / gen_seconds if gen_seconds else 0.0,
+            padding_fraction=padding_fraction(self.batch_lengths), batching=self.sizer.describe(),
         )

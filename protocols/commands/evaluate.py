@@ -19,8 +19,10 @@ from steering.store import DB_FILENAME, StudyStore
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from evaluation.extractors import names as extractor_names
+
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the study directory (holds study.sqlite)")
-    parser.add_argument("--extractor", choices=["lexicon", "radgraph", "radgraph-xl"], default=None,
+    parser.add_argument("--extractor", choices=extractor_names(), default=None,
                         help="entity extraction backend (default: the protocol's, else lexicon)")
     parser.add_argument("--radgraph-cache", default=None, help="directory holding the RadGraph model archives")
     parser.add_argument("--batch-size", type=int, default=64, help="reports per extraction batch (default 64)")
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     extractor = args.extractor or section.get("extractor") or "lexicon"
     options: dict[str, Any] = {}
     cache_dir = args.radgraph_cache or section.get("radgraph_cache")
-    if extractor != "lexicon" and cache_dir:
+    if extractor.startswith("radgraph") and cache_dir:
         options["cache_dir"] = cache_dir
     config = judge_config_from(args, section.get("judge"))
     judge = LLMJudge(config) if config is not None else None  # fails now if the key variable is unset

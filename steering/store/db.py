@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event, func, se
 from sqlalchemy.dialects import postgresql, sqlite
 
 from steering.store import schema
+from steering.store.reader_study import ReaderStudyMixin
 from steering.store.schema import TABLES
 
 DB_FILENAME = "study.sqlite"
@@ -31,7 +32,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
-class StudyStore:
+class StudyStore(ReaderStudyMixin):
     """Access to one study's database.
 
     >>> store = StudyStore.open("runs/demo")          # runs/demo/study.sqlite
