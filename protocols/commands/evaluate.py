@@ -15,7 +15,7 @@ from typing import Any
 
 from protocols.commands._judge_options import add_judge_arguments, judge_config_from
 from steering.errors import RadsteerError
-from steering.store import DB_FILENAME, StudyStore
+from steering.store import DB_FILENAME, StudyStore, has_study
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from evaluation.pipeline import evaluate_run
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / DB_FILENAME).is_file():
+    if not has_study(run_dir):
         raise RadsteerError(f"{run_dir} holds no {DB_FILENAME}: give a study directory made by `radsteer sweep`")
     if args.batch_size < 1:
         raise RadsteerError(f"--batch-size must be ≥ 1, not {args.batch_size}")
