@@ -73,7 +73,8 @@ class Setting:
 
 
 _EVAL = ("evaluate", "run")
-_JUDGE = ("evaluate", "label", "run")
+_JUDGE = ("evaluate", "label", "run")  # verdict commands
+_CLIENT = (*_JUDGE, "interpret")  # commands that talk to an OpenAI-compatible server through the judge client
 _STATS = ("stats", "report", "run")
 
 SETTINGS: tuple[Setting, ...] = (
@@ -99,22 +100,22 @@ SETTINGS: tuple[Setting, ...] = (
             "any: either method suffices", _JUDGE, default="agree", choices=("agree", "judge", "any")),
     # -- the LLM judge (any OpenAI-compatible server); the key itself is never a setting ---------
     Setting("judge.base_url", ("--judge-base-url",), "e.g. http://localhost:8000/v1 for vLLM (default: OpenAI)",
-            _JUDGE, protocol=("evaluation", "judge", "base_url")),
-    Setting("judge.model", ("--judge-model",), "judge model name; giving it turns the judge on", _JUDGE,
+            _CLIENT, protocol=("evaluation", "judge", "base_url")),
+    Setting("judge.model", ("--judge-model",), "judge model name; giving it turns the judge on", _CLIENT,
             protocol=("evaluation", "judge", "model")),
     Setting("judge.api_key_env", ("--judge-api-key-env",),
-            "NAME of the environment variable holding the API key; 'none' for keyless local servers", _JUDGE,
+            "NAME of the environment variable holding the API key; 'none' for keyless local servers", _CLIENT,
             default=_judge_default("api_key_env"), protocol=("evaluation", "judge", "api_key_env")),
-    Setting("judge.concurrency", ("--concurrency",), "parallel judge requests", _JUDGE,
+    Setting("judge.concurrency", ("--concurrency",), "parallel judge requests", _CLIENT,
             default=_judge_default("concurrency"), protocol=("evaluation", "judge", "concurrency"), type=int,
             check=_positive("--concurrency")),
-    Setting("judge.timeout_s", ("--judge-timeout",), "seconds per request", _JUDGE,
+    Setting("judge.timeout_s", ("--judge-timeout",), "seconds per request", _CLIENT,
             default=_judge_default("timeout_s"), protocol=("evaluation", "judge", "timeout_s"), type=float),
-    Setting("judge.max_retries", ("--judge-max-retries",), "retries on 429/5xx/timeouts", _JUDGE,
+    Setting("judge.max_retries", ("--judge-max-retries",), "retries on 429/5xx/timeouts", _CLIENT,
             default=_judge_default("max_retries"), protocol=("evaluation", "judge", "max_retries"), type=int),
-    Setting("judge.max_calls", ("--judge-max-calls",), "request budget for this run", _JUDGE,
+    Setting("judge.max_calls", ("--judge-max-calls",), "request budget for this run", _CLIENT,
             protocol=("evaluation", "judge", "max_calls"), type=int),
-    Setting("judge.max_tokens", ("--judge-max-tokens",), "token budget for this run", _JUDGE,
+    Setting("judge.max_tokens", ("--judge-max-tokens",), "token budget for this run", _CLIENT,
             protocol=("evaluation", "judge", "max_tokens"), type=int),
     Setting("judge.off", ("--no-judge",), "skip the judge even if the protocol configures one", _JUDGE,
             default=False, store_true=True),
