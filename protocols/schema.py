@@ -64,7 +64,7 @@ class ConceptExample(_Strict):
 class FeatureSource(_Strict):
     source: Literal["sae", "concept"]
     path: str  # SAE file/folder, or the folder concept vectors are written to / read from
-    format: Literal["auto", "dictionary_learning", "saelens"] = "auto"
+    format: Literal["auto", "dictionary_learning", "saelens", "sparsify"] = "auto"
     normalisation_factor: Number | None = None
     items: list[FeatureSpec] = Field(min_length=1)
     # A YAML list or JSONL file of more items ({id, description, targets}), merged into `items` at
