@@ -58,7 +58,7 @@ def synthetic_reports(n: int, seed: int = 0) -> list[str]:
 
 
 def bench_lexicon(n_reports: int, batch: int) -> float:
-    from evaluation.entities import get_extractor
+    from evaluation.extractors import get_extractor
 
     if hasattr(os, "sched_setaffinity"):  # one core, as the goal says
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})

@@ -99,7 +99,27 @@ def main() -> None:
     speedup = statistics.median(s / b for s, b in zip(seq_t, bat_t))
     print(f"{len(ALPHAS)} α one per call: median {statistics.median(seq_t):.2f} s; "
           f"batched (one call): median {statistics.median(bat_t):.2f} s")
-    print(f"steer_overhead={overhead:.3f} sweep_speedup={speedup:.2f}")
+    padding = demo_padding_fraction(adapter)
+    print(f"steer_overhead={overhead:.3f} sweep_speedup={speedup:.2f} padding_fraction={padding:.3f}")
+
+
+def demo_padding_fraction(adapter) -> float:
+    """Left-padding share of the demo sweep's prompt positions, from its real prompts and batch order
+    (rows of all cases sorted by prompt length; batch size as the protocol fixes it, else 16)."""
+    from protocols.study import Study
+    from steering.batching import padding_fraction
+
+    study = Study.from_protocol(Path(__file__).resolve().parents[1] / "protocols" / "demo.yaml")
+    size = study.protocol.generation.batch_size
+    size = size if isinstance(size, int) else 16
+    engine = SteeringEngine(adapter, None, spec=SteeringSpec(layer=0), batch_size=size)
+    features = [f"f{i}" for i in range(6)]  # the demo steers at most 6 features; ids do not change prompts
+    rows = plan_rows(list(study.cases), features, study.protocol.alphas)
+    lengths = [[len(engine.prompt_ids(r.case_id, study.cases[r.case_id])) for r in b]
+               for b in engine.batches(study.cases, rows)]
+    print(f"demo sweep: {len(rows)} rows in batches of {size}: padding {100 * padding_fraction(lengths):.1f} % "
+          "of prompt positions")
+    return padding_fraction(lengths)
 
 
 if __name__ == "__main__":

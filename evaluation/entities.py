@@ -7,7 +7,7 @@ and target matching never care which backend ran.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -41,31 +41,9 @@ class Entity:
 
 
 class EntityExtractor(Protocol):
-    """A backend: many reports in, one entity list per report out (batched for speed)."""
+    """A backend: many reports in, one entity list per report out (batched for speed).
+    Backends are registered by name in evaluation.extractors (built-ins and plugins)."""
 
     name: str
 
     def extract(self, texts: Sequence[str]) -> list[list[Entity]]: ...
-
-
-_REGISTRY: dict[str, Callable[..., EntityExtractor]] = {}
-
-
-def register_extractor(name: str) -> Callable[[Callable[..., EntityExtractor]], Callable[..., EntityExtractor]]:
-    def deco(factory: Callable[..., EntityExtractor]) -> Callable[..., EntityExtractor]:
-        _REGISTRY[name] = factory
-        return factory
-
-    return deco
-
-
-def get_extractor(name: str, **options: Any) -> EntityExtractor:
-    """Build a backend by name: "lexicon", "radgraph" or "radgraph-xl"."""
-    # Backends register themselves on import; import lazily so `lexicon` never loads radgraph.
-    if name == "lexicon":
-        import evaluation.lexicon  # noqa: F401
-    elif name in ("radgraph", "radgraph-xl"):
-        import evaluation.radgraph_backend  # noqa: F401
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown entity extractor {name!r}; choose one of lexicon, radgraph, radgraph-xl")
-    return _REGISTRY[name](**options)

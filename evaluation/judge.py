@@ -112,6 +112,29 @@ class JudgeConfig:
         return key
 
 
+@dataclass(frozen=True)
+class ChatRequest:
+    """One structured-JSON question of any task sent through the judge's client (its cache,
+    retries, concurrency and budgets): verdicts, feature explanations, detection predictions.
+
+    `parse` turns the message content into a validated answer or raises InvalidAnswer;
+    `answer_model` re-validates cached answers (a cache row of another shape is asked again).
+    """
+
+    key: Any
+    messages: list[dict[str, str]]
+    parse: Callable[[str | None], Any]
+    answer_model: Any  # a pydantic model class
+    schema_name: str
+    schema: dict[str, Any]
+
+
+def judge_request(item: JudgeItem) -> ChatRequest:
+    """The judge's own request for one steered/baseline pair."""
+    return ChatRequest(key=item.key, messages=build_messages(item), parse=parse_answer, answer_model=JudgeAnswer,
+                       schema_name="steering_change_verdict", schema=ANSWER_JSON_SCHEMA)
+
+
 @dataclass
 class JudgeResult:
     """One item's outcome: an answer or an error, never both."""
@@ -119,7 +142,7 @@ class JudgeResult:
     key: Any
     model: str
     prompt_hash: str
-    answer: JudgeAnswer | None = None
+    answer: Any = None  # a JudgeAnswer for the judge; the request's answer model otherwise
     error: str | None = None
     from_cache: bool = False
     attempts: int = 0
@@ -211,6 +234,20 @@ class LLMJudge:
     def prompt_hash(self, item: JudgeItem) -> str:
         return prompt_hash(build_messages(item), self.config.request_settings())
 
+    def request_hash(self, request: ChatRequest) -> str:
+        """The cache key of any request (the judge's items hash exactly as before)."""
+        return prompt_hash(request.messages, self.config.request_settings())
+
+    def chat_many(
+        self,
+        requests: Sequence[ChatRequest],
+        *,
+        cache: JudgeCache | None = None,
+        on_result: Callable[[JudgeResult], None] | None = None,
+    ) -> list[JudgeResult]:
+        """Blocking wrapper of `achat_many` (results in the order of `requests`)."""
+        return asyncio.run(self.achat_many(requests, cache=cache, on_result=on_result))
+
     def judge_many(
         self,
         items: Sequence[JudgeItem],
@@ -250,6 +287,16 @@ class LLMJudge:
         on_result: Callable[[JudgeResult], None] | None = None,
     ) -> list[JudgeResult]:
         """Judge `items`; `on_result` is called as each finishes (to store it at once)."""
+        return await self.achat_many([judge_request(it) for it in items], cache=cache, on_result=on_result)
+
+    async def achat_many(
+        self,
+        items: Sequence[ChatRequest],
+        *,
+        cache: JudgeCache | None = None,
+        on_result: Callable[[JudgeResult], None] | None = None,
+    ) -> list[JudgeResult]:
+        """Ask every request; `on_result` is called as each finishes (to store it at once)."""
         import openai  # lazily: reading results never needs the client
 
         cfg = self.config
@@ -257,12 +304,11 @@ class LLMJudge:
         results: list[JudgeResult | None] = [None] * len(items)
         # One request per distinct prompt; identical items share the answer.
         by_hash: dict[str, list[int]] = {}
-        messages: dict[str, list[dict[str, str]]] = {}
+        requests: dict[str, ChatRequest] = {}
         for i, item in enumerate(items):
-            msgs = build_messages(item)
-            h = prompt_hash(msgs, cfg.request_settings())
+            h = self.request_hash(item)
             by_hash.setdefault(h, []).append(i)
-            messages[h] = msgs
+            requests[h] = item
 
         def deliver(h: str, template: JudgeResult) -> None:
             for i in by_hash[h]:
@@ -276,7 +322,7 @@ class LLMJudge:
         cached = cache.get_many(cfg.model, by_hash) if cache is not None else {}
         for h, response in cached.items():
             try:
-                answer = JudgeAnswer.model_validate(response["answer"])
+                answer = requests[h].answer_model.model_validate(response["answer"])
             except Exception:  # a cache row from an older schema: ask again
                 continue
             stats.cached += len(by_hash[h])
@@ -291,7 +337,7 @@ class LLMJudge:
             try:
                 async def one(h: str) -> None:
                     async with sem:
-                        res = await self._ask(client, openai, h, messages[h], budget)
+                        res = await self._ask(client, openai, h, requests[h], budget)
                     if res.answer is not None and cache is not None:
                         cache.put(cfg.model, h, {"answer": res.answer.model_dump(), "usage": res.usage})
                     deliver(h, res)
@@ -303,9 +349,9 @@ class LLMJudge:
 
     # ---- one request, with retries --------------------------------------------------------
 
-    def _request_kwargs(self, msgs: list[dict[str, str]], fmt: ResponseFormat) -> dict[str, Any]:
+    def _request_kwargs(self, request: ChatRequest, fmt: ResponseFormat) -> dict[str, Any]:
         cfg = self.config
-        kwargs: dict[str, Any] = {"model": cfg.model, "messages": msgs}
+        kwargs: dict[str, Any] = {"model": cfg.model, "messages": request.messages}
         if cfg.temperature is not None:
             kwargs["temperature"] = cfg.temperature
         if cfg.max_output_tokens is not None:
@@ -313,13 +359,13 @@ class LLMJudge:
         if fmt == "json_schema":
             kwargs["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": "steering_change_verdict", "strict": True, "schema": ANSWER_JSON_SCHEMA},
+                "json_schema": {"name": request.schema_name, "strict": True, "schema": request.schema},
             }
         elif fmt == "json_object":
             kwargs["response_format"] = {"type": "json_object"}
         return kwargs
 
-    async def _ask(self, client: Any, openai: Any, h: str, msgs: list[dict[str, str]], budget: _Budget) -> JudgeResult:
+    async def _ask(self, client: Any, openai: Any, h: str, request: ChatRequest, budget: _Budget) -> JudgeResult:
         cfg = self.config
         res = JudgeResult(key=None, model=cfg.model, prompt_hash=h)
         retries = invalid = 0
@@ -332,7 +378,7 @@ class LLMJudge:
             fmt = self._response_format
             try:
                 resp = await asyncio.wait_for(
-                    client.chat.completions.create(**self._request_kwargs(msgs, fmt)), timeout=cfg.timeout_s * 2 + 5
+                    client.chat.completions.create(**self._request_kwargs(request, fmt)), timeout=cfg.timeout_s * 2 + 5
                 )
             except (openai.APIConnectionError, openai.APIStatusError, asyncio.TimeoutError) as exc:
                 status = getattr(exc, "status_code", None)
@@ -362,7 +408,7 @@ class LLMJudge:
                 res.usage = {"prompt_tokens": res.usage.get("prompt_tokens", 0) + pt,
                              "completion_tokens": res.usage.get("completion_tokens", 0) + ct}
             try:
-                res.answer = parse_answer(self._content(resp))
+                res.answer = request.parse(self._content(resp))
                 return res
             except InvalidAnswer as exc:
                 if invalid < cfg.invalid_answer_retries:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from steering.store.manifest import stable_hash
+
+M = TypeVar("M", bound=BaseModel)
 
 PROMPT_VERSION = "judge-v1"
 
@@ -136,7 +138,13 @@ def prompt_hash(messages: list[dict[str, str]], request_settings: dict[str, Any]
 
 
 def parse_answer(content: str | None) -> JudgeAnswer:
-    """Parse and validate the message content; raise InvalidAnswer with a short reason."""
+    """Parse and validate the judge's message content; raise InvalidAnswer with a short reason."""
+    return parse_json_answer(content, JudgeAnswer)
+
+
+def parse_json_answer(content: str | None, model: type[M]) -> M:
+    """Parse message content as JSON and validate it as `model` (any structured task: the judge's
+    verdicts, feature explanations, detection predictions); raise InvalidAnswer with a short reason."""
     if content is None or not content.strip():
         raise InvalidAnswer("empty response content")
     text = content.strip()
@@ -150,7 +158,7 @@ def parse_answer(content: str | None) -> JudgeAnswer:
     if not isinstance(data, dict):
         raise InvalidAnswer(f"response JSON is a {type(data).__name__}, not an object")
     try:
-        return JudgeAnswer.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()[:4])
         raise InvalidAnswer(f"response does not match the answer schema ({problems})") from None

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from evaluation.diff import diff_entities
-from evaluation.entities import Entity, EntityExtractor, get_extractor
+from evaluation.entities import Entity, EntityExtractor
+from evaluation.extractors import get_extractor
 from evaluation.lexicon import Lexicon, UnknownConceptError, load_lexicon, resolve_concepts
 from evaluation.targets import TargetMatch, match_targets, parse_direction
 from steering.errors import RadsteerError

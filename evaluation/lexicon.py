@@ -19,63 +19,36 @@ The output is the common schema of evaluation.entities (the same one the RadGrap
 
 from __future__ import annotations
 
-import difflib
 import functools
-import itertools
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from evaluation.entities import Entity, register_extractor
-from steering.errors import RadsteerError
-
-DEFAULT_PATH = Path(__file__).with_name("data") / "lexicon.yaml"
+from evaluation.entities import Entity
+from evaluation.vocabulary import (  # noqa: F401  (re-exported: the lexicon's public names)
+    ASSERTION_RANK,
+    CONCEPT_KINDS,
+    DEFAULT_PATH,
+    LATERALITY_SETS,
+    OBS_KINDS,
+    Concept,
+    LexiconError,
+    UnknownConceptError,
+    Vocabulary,
+    expand_phrase,
+    phrase_tokens,
+    plural,
+    read_vocabulary_file,
+)
 
 _TOKEN = re.compile(r"\n[ \t]*\n|[a-z0-9]+(?:['\u2019][a-z]+)*|[.,;:/?!]", re.IGNORECASE)
-_PHRASE_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)*|[.,;:/?!]")
-_GROUP = re.compile(r"\(([^()]*)\)")
 _ABBREVIATIONS = frozenset({"vs", "approx", "dr", "st", "cf", "eg", "ie", "fig", "no", "mr", "mrs"})
 _VERBS = frozenset({"is", "are", "appears", "appear", "remains", "remain", "seems", "was", "were"})
 _FILLERS = frozenset({"a", "an", "the", "any", "of"})
 _AND = frozenset({"and", "as well as", "along with", "plus"})
-
-OBS_KINDS = ("device", "finding")
-CONCEPT_KINDS = ("device", "finding", "anatomy")
-ASSERTION_RANK = {"absent": 0, "uncertain": 1, "present": 2}
-LATERALITY_SETS = {"left": frozenset({"left"}), "right": frozenset({"right"}),
-                   "bilateral": frozenset({"left", "right"})}
-
-
-class LexiconError(RadsteerError):
-    """The lexicon file is malformed (a bad entry or two phrases that mean different things)."""
-
-
-class UnknownConceptError(RadsteerError):
-    """A target name that is not a concept id, name or synonym in the lexicon."""
-
-    def __init__(self, name: str, suggestions: Sequence[str], reason: str = "") -> None:
-        self.name = name
-        self.suggestions = list(suggestions)
-        hint = f"; did you mean: {', '.join(self.suggestions)}?" if self.suggestions else ""
-        what = reason or "is not a concept id, name or synonym in the lexicon"
-        super().__init__(f"target {name!r} {what}{hint} "
-                         "(`python -m evaluation.lexicon --concepts` lists the lexicon's concepts)")
-
-
-@dataclass(frozen=True)
-class Concept:
-    id: str
-    kind: str  # device / finding / anatomy
-    name: str
-    parent: str | None = None
-    laterality: str | None = None  # implied by anatomy such as "lingula"
-    synonyms: tuple[str, ...] = ()  # expanded phrases
-    absent_forms: tuple[str, ...] = ()
-    look_alikes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,58 +73,18 @@ class _Item:
     inner: dict[str, str] = field(default_factory=dict)
 
 
-# ------------------------------------------------------------------ phrase expansion
-
-def expand_phrase(phrase: str) -> list[str]:
-    """All spellings of one lexicon phrase: "(a|b) c (d|)" -> ["a c d", "a c", "b c d", "b c"]."""
-    parts: list[list[str]] = []
-    pos = 0
-    for m in _GROUP.finditer(phrase):
-        parts.append([phrase[pos:m.start()]])
-        parts.append(m.group(1).split("|"))
-        pos = m.end()
-    parts.append([phrase[pos:]])
-    out = []
-    for combo in itertools.product(*parts):
-        text = " ".join(" ".join(combo).split())
-        if text:
-            out.append(text)
-    return out
-
-
-def phrase_tokens(text: str) -> tuple[str, ...]:
-    return tuple(_PHRASE_TOKEN.findall(text.lower().replace("\u2019", "'").replace("-", " ")))
-
-
-def plural(word: str) -> str:
-    if word.endswith("sis"):
-        return word[:-3] + "ses"
-    if word.endswith("ax"):
-        return word[:-2] + "aces"
-    if len(word) > 2 and word.endswith("y") and word[-2] not in "aeiou":
-        return word[:-1] + "ies"
-    if word.endswith(("s", "x", "ch", "sh")):
-        return word + "es"
-    return word + "s"
-
-
 # ------------------------------------------------------------------ the lexicon
 
-class Lexicon:
-    """The concept lexicon, compiled into a token trie. Build with `load_lexicon()`."""
+class Lexicon(Vocabulary):
+    """The concept vocabulary plus its cue phrases, compiled into a token trie for reading
+    reports. Build with `load_lexicon()`."""
 
     def __init__(self, data: dict[str, Any], source: str = "<dict>") -> None:
-        self.source = source
-        self.concepts: dict[str, Concept] = {}
-        self.severity_rank: dict[str, int] = {}
-        self.change_rank: dict[str, int] = {}
-        self.non_findings: frozenset[str] = frozenset()
+        super().__init__(data, source)
         self._trie: dict[str, Any] = {}
         self._inner_skip: dict[str, Role] = {}
         self._conflicts: list[str] = []
-        self._names: dict[str, str] | None = None
-        self._modifier_words: dict[str, dict[tuple[str, ...], str]] = {"laterality": {}, "severity": {}, "change": {}}
-        self._build(data)
+        self._build_trie(data)
 
     # -- building
     def _add(self, tokens: tuple[str, ...], role: Role, where: str) -> None:
@@ -168,77 +101,36 @@ class Lexicon:
             return
         node[None] = role
 
-    def _phrases(self, entries: Any, where: str) -> list[tuple[str, ...]]:
-        if entries is None:
-            return []
-        if not isinstance(entries, list):
-            raise LexiconError(f"{self.source}: {where} must be a list of phrases")
-        out = []
-        for e in entries:
-            if not isinstance(e, str):
-                raise LexiconError(f"{self.source}: {where}: {e!r} is not a phrase (quote it in YAML)")
-            out.extend(phrase_tokens(x) for x in expand_phrase(e))
-        return out
-
-    def _build(self, data: dict[str, Any]) -> None:
-        mods = data.get("modifiers") or {}
-        for value, entries in (mods.get("laterality") or {}).items():
-            if value not in LATERALITY_SETS:
-                raise LexiconError(f"{self.source}: laterality {value!r} must be left, right or bilateral")
-            for toks in self._phrases(entries, f"modifiers.laterality.{value}"):
-                self._add(toks, Role("lat", value), f"laterality {value}")
-                self._modifier_words["laterality"][toks] = value
-        for key, rank_map in (("severity", self.severity_rank), ("change", self.change_rank)):
-            for value, spec in (mods.get(key) or {}).items():
-                if not isinstance(spec, dict) or "rank" not in spec:
-                    raise LexiconError(f"{self.source}: modifiers.{key}.{value} needs rank and words")
-                rank_map[value] = int(spec["rank"])
-                for toks in self._phrases(spec.get("words"), f"modifiers.{key}.{value}"):
-                    role = Role("sev" if key == "severity" else "chg", value)
-                    self._add(toks, role, f"{key} {value}")
-                    self._modifier_words[key][toks] = value
+    def _build_trie(self, data: dict[str, Any]) -> None:
+        for key, kind in (("laterality", "lat"), ("severity", "sev"), ("change", "chg")):
+            for toks, value in self.modifier_words[key].items():
+                self._add(toks, Role(kind, value), f"{key} {value}")
         cues = data.get("cues") or {}
         cue_kinds = {"negation_pre": "neg_pre", "negation_post": "neg_post", "uncertainty_pre": "unc_pre",
                      "uncertainty_post": "unc_post", "uncertainty_both": "unc_both", "scope_end": "end",
                      "conjunctions": "conj", "comparison": "cmp", "ignore": "ignore"}
         for key, kind in cue_kinds.items():
-            for toks in self._phrases(cues.get(key), f"cues.{key}"):
+            for toks in self.phrases(cues.get(key), f"cues.{key}"):
                 # conjunctions keep their words: "and" may end a negation scope, "or" never does
                 self._add(toks, Role(kind, " ".join(toks) if kind == "conj" else None), f"cues.{key}")
-        for toks in self._phrases(cues.get("pseudo_negation"), "cues.pseudo_negation"):
+        for toks in self.phrases(cues.get("pseudo_negation"), "cues.pseudo_negation"):
             self._add(toks, Role("chg", "unchanged"), "cues.pseudo_negation")
-        self.non_findings = frozenset(" ".join(t) for t in self._phrases(cues.get("non_findings"), "cues.non_findings"))
-
-        for i, c in enumerate(data.get("concepts") or []):
-            where = f"concepts[{i}]"
-            if not isinstance(c, dict) or not c.get("id") or c.get("kind") not in CONCEPT_KINDS:
-                raise LexiconError(f"{self.source}: {where} needs an id and a kind ({', '.join(CONCEPT_KINDS)})")
-            cid = str(c["id"])
-            if cid in self.concepts:
-                raise LexiconError(f"{self.source}: concept id {cid!r} appears twice")
-            syn = self._phrases(c.get("synonyms"), f"{cid}.synonyms")
-            absent = self._phrases(c.get("absent_forms"), f"{cid}.absent_forms")
-            look = self._phrases(c.get("not"), f"{cid}.not")
-            concept = Concept(cid, c["kind"], str(c.get("name") or cid.replace("_", " ")), c.get("parent"),
-                              c.get("laterality"), tuple(" ".join(t) for t in syn),
-                              tuple(" ".join(t) for t in absent), tuple(" ".join(t) for t in look))
-            self.concepts[cid] = concept
+        for concept in self.concepts.values():
             kind = "anat" if concept.kind == "anatomy" else "obs"
-            for toks in syn:
-                self._add(toks, Role(kind, cid), f"{cid}.synonyms")
-                self._add(toks[:-1] + (plural(toks[-1]),), Role(kind, cid), f"{cid}.synonyms (plural)")
-            for toks in absent:
-                self._add(toks, Role("obs", cid, absent=True), f"{cid}.absent_forms")
+            for phrase in concept.synonyms:
+                toks = tuple(phrase.split())
+                self._add(toks, Role(kind, concept.id), f"{concept.id}.synonyms")
+                self._add(toks[:-1] + (plural(toks[-1]),), Role(kind, concept.id), f"{concept.id}.synonyms (plural)")
+            for phrase in concept.absent_forms:
+                self._add(tuple(phrase.split()), Role("obs", concept.id, absent=True), f"{concept.id}.absent_forms")
         for c in self.concepts.values():  # look-alikes: read as nothing unless they are something else
-            if c.parent is not None and c.parent not in self.concepts:
-                raise LexiconError(f"{self.source}: {c.id}.parent {c.parent!r} is not a concept")
             for phrase in c.look_alikes:
                 self._add(tuple(phrase.split()), Role("ignore"), f"{c.id}.not")
         if self._conflicts:
             raise LexiconError(f"{self.source}: conflicting phrases: " + "; ".join(self._conflicts[:10]))
         # single words that may sit inside a phrase ("heart is [mildly] enlarged")
         for key, kind in (("severity", "sev"), ("laterality", "lat")):
-            for toks, value in self._modifier_words[key].items():
+            for toks, value in self.modifier_words[key].items():
                 if len(toks) == 1:
                     self._inner_skip[toks[0]] = Role(kind, value)
         for c in self.concepts.values():  # every look-alike must stay a look-alike
@@ -279,73 +171,11 @@ class Lexicon:
     def _read(self, text: str) -> list[Entity]:
         return LexiconExtractor(self).extract_one(text)
 
-    # -- queries
-    def ancestors(self, cid: str) -> list[str]:
-        out, seen = [], set()
-        c = self.concepts.get(cid)
-        while c is not None and c.parent and c.parent not in seen:
-            seen.add(c.parent)
-            out.append(c.parent)
-            c = self.concepts.get(c.parent)
-        return out
-
-    def related(self, a: str, b: str) -> bool:
-        """True when one concept is the other or an ancestor of it ("pacemaker" / "cardiac device")."""
-        return a == b or a in self.ancestors(b) or b in self.ancestors(a)
-
+    # -- queries that need the parser
     def concept_for_text(self, text: str) -> str | None:
         """The observation concept a free-text entity (e.g. RadGraph's "effusion") normalises to."""
         found = {e.concept for e in self._read(text) if e.kind == "observation"}
         return found.pop() if len(found) == 1 else None
-
-    def normalise_modifier(self, key: str, value: str) -> str | None:
-        """A free-text modifier ("mildly", "left-sided") as the lexicon's canonical value, or None."""
-        words = self._modifier_words.get(key, {})
-        toks = phrase_tokens(value)
-        if toks in words:
-            return words[toks]
-        if key in ("laterality", "severity", "change") and value in (LATERALITY_SETS if key == "laterality"
-                                                                    else self.severity_rank if key == "severity"
-                                                                    else self.change_rank):
-            return value
-        return None
-
-    def _name_index(self) -> dict[str, str]:
-        """Every id, canonical name and synonym of a finding/device/anatomy -> concept id."""
-        if self._names is None:
-            index: dict[str, str] = {}
-            for c in self.concepts.values():
-                for key in (c.id.replace("_", " "), " ".join(phrase_tokens(c.name)), *c.synonyms):
-                    index.setdefault(key, c.id)
-            self._names = index
-        return self._names
-
-    def resolve(self, names: str | Iterable[str]) -> list[str]:
-        """Concept ids for target names: an id, a canonical name or any synonym (case-insensitive)."""
-        if isinstance(names, str):
-            names = [names]
-        index = self._name_index()
-        out: list[str] = []
-        for name in names:
-            if not isinstance(name, str) or not name.strip():
-                raise UnknownConceptError(str(name), [], "is not a non-empty string")
-            key = " ".join(phrase_tokens(name.replace("_", " ")))
-            cid = index.get(key)
-            if cid is None:  # plurals and inflections: read the name as a report would be read
-                found = [e for e in self._read(name) if e.text.lower() == name.strip().lower()]
-                cid = found[0].concept if len(found) == 1 else None
-            if cid is None:
-                close = difflib.get_close_matches(key, list(index), n=8, cutoff=0.6)
-                by_concept: dict[str, str] = {}
-                for k in close:  # one suggestion per concept, with the name that was close
-                    cid_k = index[k]
-                    by_concept.setdefault(cid_k, cid_k if k == cid_k.replace("_", " ") else f"{cid_k} ({k!r})")
-                raise UnknownConceptError(name, list(by_concept.values())[:5])
-            if self.concepts[cid].kind not in OBS_KINDS:
-                raise UnknownConceptError(name, [], f"is an anatomy term ({cid}), not a finding or device")
-            if cid not in out:
-                out.append(cid)
-        return out
 
 
 def _fmt(role: Role) -> str:
@@ -354,16 +184,7 @@ def _fmt(role: Role) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _load(path: str) -> Lexicon:
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise LexiconError(f"lexicon file not found: {p}") from exc
-    except yaml.YAMLError as exc:
-        raise LexiconError(f"{p} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise LexiconError(f"{p} must hold a mapping with modifiers, cues and concepts")
-    return Lexicon(data, source=str(p))
+    return Lexicon(read_vocabulary_file(path), source=path)
 
 
 def load_lexicon(path: str | Path | None = None) -> Lexicon:
@@ -371,15 +192,18 @@ def load_lexicon(path: str | Path | None = None) -> Lexicon:
     return _load(str(Path(path) if path else DEFAULT_PATH))
 
 
-def resolve_concepts(names: str | Iterable[str], lexicon: Lexicon | None = None) -> list[str]:
+def resolve_concepts(names: str | Iterable[str], lexicon: Vocabulary | None = None) -> list[str]:
     """Concept ids for target names (ids, names or synonyms); an unknown name raises
     UnknownConceptError listing the closest known names."""
-    return (lexicon or load_lexicon()).resolve(names)
+    if lexicon is None:
+        from evaluation.vocabulary import load_vocabulary
+
+        lexicon = load_vocabulary()
+    return lexicon.resolve(names)
 
 
 # ------------------------------------------------------------------ the extractor
 
-@register_extractor("lexicon")
 class LexiconExtractor:
     """Deterministic, weight-free entity extraction from the concept lexicon."""
 
@@ -586,19 +410,12 @@ def _continues_list(items: list[_Item], k: int) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m evaluation.lexicon "report text"` prints its entities; `--concepts` lists concepts."""
-    import argparse
+    """`python -m evaluation.lexicon "report text"` prints its entities (one JSON line each);
+    `radsteer concepts [QUERY]` lists the concepts."""
     import json
 
-    ap = argparse.ArgumentParser(prog="python -m evaluation.lexicon", description=main.__doc__)
-    ap.add_argument("text", nargs="*")
-    ap.add_argument("--concepts", action="store_true")
-    args = ap.parse_args(argv)
     lex = load_lexicon()
-    if args.concepts:
-        for c in lex.concepts.values():
-            print(f"{c.id:28s} {c.kind:8s} {c.name}")
-    for t in args.text:
+    for t in (sys.argv[1:] if argv is None else argv):
         for e in LexiconExtractor(lex).extract_one(t):
             print(json.dumps(e.to_json()))
     return 0

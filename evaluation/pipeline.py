@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evaluation.combine import CombineRule, combine_verdicts
-from evaluation.entities import Entity, EntityExtractor, get_extractor
+from evaluation.entities import Entity, EntityExtractor
+from evaluation.extractors import get_extractor
 from evaluation.judge import JudgeResult, LLMJudge
 from evaluation.judge_cache import StoreJudgeCache
 from evaluation.judge_prompt import JudgeItem

@@ -13,7 +13,7 @@ tokenised exactly as the package does it and becomes one sentence of a packed do
 batch of reports is one forward pass; results are per sentence, so they equal the package's
 one-report-at-a-time output (tests check this).
 
-`torch` and `radgraph` are imported only when a model is loaded (DESIGN.md: `evaluation`
+`torch` and `radgraph` are imported only when a model is loaded (docs/design.md: `evaluation`
 must not import torch at import time).
 """
 
@@ -32,8 +32,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from evaluation.entities import Entity, register_extractor
-from evaluation.radgraph_mapping import Normaliser, entities_from_radgraph, lexicon_normalisers
+from evaluation.entities import Entity
+from evaluation.radgraph_mapping import ModifierNormaliser, Normaliser, entities_from_radgraph
 from steering.errors import RadsteerError
 
 CACHE_ENV = "RADSTEER_RADGRAPH_CACHE"
@@ -330,12 +330,23 @@ class RadGraphExtractor:
         ]
 
 
+def lexicon_normalisers() -> tuple[Normaliser, ModifierNormaliser]:
+    """The lexicon's concept and modifier normalisers, so RadGraph entities share its concept ids
+    (findings, devices, longitudinal and textual statements) and modifier values."""
+    from evaluation.lexicon import load_lexicon
+
+    lexicon = load_lexicon()
+    return lexicon.concept_for_text, lexicon.normalise_modifier
+
+
 def _factory(model_type: str) -> Callable[..., RadGraphExtractor]:
     def build(**options: Any) -> RadGraphExtractor:
         return RadGraphExtractor(model_type, **options)
 
+    build.__qualname__ = f"build_{model_type.replace('-', '_')}"
     return build
 
 
-register_extractor("radgraph")(_factory("radgraph"))
-register_extractor("radgraph-xl")(_factory("radgraph-xl"))
+# registered by path in evaluation.extractors
+radgraph = _factory("radgraph")
+radgraph_xl = _factory("radgraph-xl")

@@ -17,44 +17,26 @@ modifiers). ``suggestive_of`` is not mapped.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from evaluation.entities import Assertion, Entity, EntityKind
+from evaluation.vocabulary import load_vocabulary
 
 Normaliser = Callable[[str], "str | None"]  # phrase -> lexicon concept id
 ModifierNormaliser = Callable[[str, str], "str | None"]  # (key, words) -> canonical value
 MODIFIER_KEYS = ("laterality", "severity", "change")
 
-LATERALITY = {
-    "left": "left",
-    "right": "right",
-    "bilateral": "bilateral",
-    "bilaterally": "bilateral",
-    "both": "bilateral",
-    "bibasilar": "bilateral",
-    "bibasal": "bilateral",
-    "biapical": "bilateral",
-}
-SEVERITY = {
-    "trace": "trace",
-    "minimal": "minimal",
-    "minimally": "minimal",
-    "tiny": "tiny",
-    "small": "small",
-    "mild": "mild",
-    "mildly": "mild",
-    "moderate": "moderate",
-    "moderately": "moderate",
-    "large": "large",
-    "severe": "severe",
-    "severely": "severe",
-    "massive": "massive",
-    "extensive": "extensive",
-    "marked": "marked",
-    "markedly": "marked",
-}
+
+@functools.lru_cache(maxsize=1)
+def modifier_tables() -> dict[str, dict[str, str]]:
+    """One-word modifier tables (laterality, severity, change) from the concept vocabulary — the
+    same source the lexicon reads reports with — used when no modifier normaliser is given."""
+    words = load_vocabulary().modifier_words
+    return {key: {" ".join(toks): value for toks, value in table.items() if len(toks) == 1}
+            for key, table in words.items()}
 
 
 def parse_label(label: str) -> tuple[EntityKind, Assertion] | None:
@@ -167,11 +149,12 @@ def entities_from_radgraph(
                     if modifier is not None:
                         value = modifier(key, unit)
                     else:
-                        value = {"laterality": LATERALITY, "severity": SEVERITY}.get(key, {}).get(unit)
+                        value = tables[key].get(unit)
                     if value:
                         found.setdefault(key, value)
         return found
 
+    tables = modifier_tables()
     out: list[tuple[tuple[int, int], Entity]] = []
     for key, kind_assertion in parsed.items():
         if kind_assertion is None or key in modifiers:
@@ -194,20 +177,9 @@ def entities_from_radgraph(
             qualifiers = [k for k in chain if not qualifier_words([k])]
             candidates = [phrase([key, *qualifiers])]
             if anatomy:  # e.g. "effusion" located at "left pleural" -> try "pleural effusion" too
-                core = " ".join(w for w in anatomy.split() if w.strip(",") not in LATERALITY)
+                core = " ".join(w for w in anatomy.split() if w.strip(",") not in tables["laterality"])
                 candidates += [f"{anatomy} {text}", f"{core} {text}".strip()]
             candidates.append(text)
             concept = next((c for c in map(normalise, dict.fromkeys(candidates)) if c), None)
         out.append((pos(key), Entity(text, kind, assertion, concept, mods, anatomy, start, end)))
     return [entity for _, entity in sorted(out, key=lambda item: item[0])]
-
-
-def lexicon_normalisers() -> tuple[Normaliser | None, ModifierNormaliser | None]:
-    """The lexicon backend's concept and modifier normalisers, so RadGraph entities share its
-    concept ids and modifier values; (None, None) when evaluation.lexicon is not installed."""
-    try:
-        from evaluation.lexicon import load_lexicon
-    except ImportError:
-        return None, None
-    lexicon = load_lexicon()
-    return getattr(lexicon, "concept_for_text", None), getattr(lexicon, "normalise_modifier", None)

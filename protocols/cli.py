@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from protocols.errors import RadsteerError
@@ -27,7 +28,12 @@ COMMANDS: dict[str, str] = {
     "mine": "top-activating contexts of every feature over a corpus of reports",
     "activations": "read steered texts back through the model: the target feature's activation",
     "vectors": "build concept vectors (difference of means) in the SAELens layout",
+    "concepts": "list and search the concepts a feature may target (findings, devices, longitudinal, textual)",
 }
+
+
+STORE_COMMANDS = ("sweep", "evaluate", "annotate", "stats", "report", "run", "demo", "mine", "activations")
+"""Commands that open a study's store, and so take --store-url."""
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -53,7 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"protocols.commands.{name}")
     module.add_arguments(subparsers[name])
     _one_line_warnings(name)
+    if name in STORE_COMMANDS:
+        subparsers[name].add_argument(
+            "--store-url", default=None, metavar="URL",
+            help="the study's database, e.g. postgresql+psycopg://user@host/db (default: $RADSTEER_STORE_URL, "
+                 "the URL recorded in the run directory, else RUN_DIR/study.sqlite)")
     args = parser.parse_args(argv)
+    if getattr(args, "store_url", None):
+        from steering.store.location import STORE_URL_ENV
+
+        os.environ[STORE_URL_ENV] = args.store_url  # every StudyStore.open of this process, and its workers
     try:
         return int(module.run(args) or 0)
     except RadsteerError as exc:

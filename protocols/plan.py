@@ -16,7 +16,7 @@ from pathlib import Path
 from protocols.model_facts import ModelShape, model_shape
 from protocols.study import Study
 from steering.errors import RadsteerError
-from steering.store import DB_FILENAME, StudyStore, read_manifest
+from steering.store import StudyStore, has_study, read_manifest
 
 
 @dataclass
@@ -118,9 +118,8 @@ def plan_costs(checked: CheckedStudy) -> CostPlan:
     rows = plan_rows(list(study.cases), checked.feature_ids, p.alphas)
     stored: set[tuple[str, str, float]] = set()
     judged: set[tuple[str, str, float]] = set()
-    db = study.run_dir / DB_FILENAME
     judge = p.evaluation.judge.model if p.evaluation.judge is not None else None
-    if db.exists():
+    if has_study(study.run_dir):
         # check_run_dir has ensured the same protocol, hence the same settings hash as recorded
         settings_hash = read_manifest(study.run_dir).get("settings_hash")
         with StudyStore.open(study.run_dir) as store:

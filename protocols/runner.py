@@ -19,7 +19,7 @@ from typing import Any
 from protocols.plan import CheckedStudy, check_study
 from protocols.study import Study
 from steering.errors import RadsteerError
-from steering.store import StudyStore
+from steering.store import StudyStore, has_study
 
 STEPS = ("sweep", "evaluate", "stats", "report")
 
@@ -91,7 +91,7 @@ def run_study(
                 raise
     if "sweep" in steps:
         _sweep(study, checked, result, progress=progress, echo=echo)
-    elif not (study.run_dir / "study.sqlite").exists():
+    elif not has_study(study.run_dir):
         raise RadsteerError(f"{study.run_dir} holds no study yet: run the sweep step first")
     if "evaluate" in steps:
         _step(result, "evaluate", echo, lambda: _evaluate(study, judge, result, progress=progress, echo=echo))
@@ -148,7 +148,7 @@ def _evaluate(study: Study, judge, result: RunResult, *, progress: bool, echo) -
 
     ev = study.protocol.evaluation
     options: dict[str, Any] = {}
-    if ev.extractor != "lexicon" and ev.radgraph_cache:
+    if ev.extractor.startswith("radgraph") and ev.radgraph_cache:
         options["cache_dir"] = str(study.loaded.resolve(ev.radgraph_cache))
     with StudyStore.open(study.run_dir) as store:
         summary = evaluate_run(store, extractor=ev.extractor, extractor_options=options, judge=judge,

@@ -30,8 +30,12 @@ class _Strict(BaseModel):
 class ModelSpec(_Strict):
     kind: Literal["maira2", "hf_causal_lm", "demo"]
     path: str | None = None  # a local directory (not needed for `demo`)
-    dtype: str = "auto"  # auto → bf16 on GPU, fp32 on CPU
+    dtype: str = "auto"  # auto → bf16 on a GPU and on CPUs with bf16 matrix support, else fp32
     device: str = "auto"
+    # How a text-only model is asked: "auto" (its chat template if it has one), "chat", "completion"
+    # (the plain sections) or "few_shot" (example cases ending in `FINDINGS:`, for small base/chat
+    # models that otherwise answer *about* reports; pair it with `generation.stop`).
+    prompt: Literal["auto", "chat", "completion", "few_shot"] = "auto"
 
     @model_validator(mode="after")
     def _path_needed(self) -> ModelSpec:
@@ -103,7 +107,20 @@ class GenerationOptions(_Strict):
     temperature: float = Field(default=1.0, gt=0)
     top_p: float = Field(default=1.0, gt=0, le=1)
     seed: int = 0
-    batch_size: int = Field(default=8, ge=1)
+    # rows per generate call; "auto": calibrated on the sweep's first batches (steering/batching.py)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    # Stop sequences: a row ends at the first one it writes (not included in its text), each row
+    # on its own in a batch. E.g. ["\n\n"] ends a few-shot findings section at the blank line.
+    stop: list[str] = Field(default_factory=list, max_length=16)
+    # > 0: no row repeats an n-gram of its own generated text (greedy small models loop otherwise).
+    no_repeat_ngram_size: int = Field(default=0, ge=0, le=64)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_not_empty(cls, v: list[str]) -> list[str]:
+        if any(not s for s in v):
+            raise ValueError("a stop sequence must not be empty")
+        return v
 
 
 class SplitOptions(_Strict):
@@ -135,9 +152,19 @@ class JudgeOptions(_Strict):
 
 
 class EvaluationOptions(_Strict):
-    extractor: Literal["lexicon", "radgraph", "radgraph-xl"] = "lexicon"
+    extractor: str = "lexicon"  # a name in evaluation.extractors (built-ins and `radsteer.extractors` plugins)
     radgraph_cache: str | None = None
     judge: JudgeOptions | None = None
+
+    @field_validator("extractor")
+    @classmethod
+    def _known_extractor(cls, v: str) -> str:
+        from evaluation.extractors import names
+
+        known = names()
+        if v not in known:
+            raise ValueError(f"unknown entity extractor {v!r}; choose one of {', '.join(known)}")
+        return v
 
 
 class AnnotationOptions(_Strict):

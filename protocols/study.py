@@ -192,7 +192,8 @@ class Study:
         from steering.models import load_adapter
 
         m = self.protocol.model
-        return load_adapter(m.kind, self.loaded.resolve(m.path) if m.path else None, dtype=m.dtype, device=m.device)
+        return load_adapter(m.kind, self.loaded.resolve(m.path) if m.path else None, dtype=m.dtype, device=m.device,
+                            prompt=m.prompt)
 
     def engine(self, adapter, bank):
         from steering.engine import GenerationSettings, SteeringEngine, SteeringSpec
@@ -203,7 +204,8 @@ class Study:
                             positions=p.steering.positions, exclude=tuple(p.steering.exclude))
         g = p.generation
         settings = GenerationSettings(max_new_tokens=g.max_new_tokens, do_sample=g.do_sample,
-                                      temperature=g.temperature, top_p=g.top_p, seed=g.seed)
+                                      temperature=g.temperature, top_p=g.top_p, seed=g.seed, stop=tuple(g.stop),
+                                      no_repeat_ngram_size=g.no_repeat_ngram_size)
         return SteeringEngine(adapter, bank, spec=spec, settings=settings, batch_size=g.batch_size)
 
     def planned_rows(self, bank):
@@ -228,6 +230,8 @@ class Study:
 
     def record(self, store: StudyStore, engine, bank) -> None:
         """Freeze the protocol, write the manifest, register cases and features."""
+        from steering.cpu import cpu_info  # imports torch: only where a model runs
+
         self.check_run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         frozen = self.run_dir / PROTOCOL_FILENAME
@@ -240,7 +244,10 @@ class Study:
             protocol_hash=self.loaded.canonical_hash(),
             protocol_path=str(self.loaded.path),
             model={"kind": self.protocol.model.kind, "name": adapter.name, "path": model_path,
-                   "sha256": sha256_path(model_path) if model_path and Path(model_path).exists() else None},
+                   "sha256": sha256_path(model_path) if model_path and Path(model_path).exists() else None,
+                   "dtype": str(adapter.dtype).removeprefix("torch."), "dtype_requested": self.protocol.model.dtype,
+                   "device": str(adapter.device), "prompt": getattr(adapter, "prompt_style", None)},
+            cpu=cpu_info(),
             feature_bank={"path": str(self.bank_path()), "source": bank.source, "sha256": bank.provenance.get("sha256"),
                           "format": bank.provenance.get("format"), "n_features": bank.n_features},
             layer=self.protocol.layer,

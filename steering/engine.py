@@ -14,13 +14,14 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from steering.adapters import ModelAdapter, pad_batch
+from steering.batching import BatchSizer, padding_fraction
 from steering.errors import RadsteerError
 from steering.feature_bank import FeatureBank, VectorSpace
 from steering.hooks import PositionPolicy, SteeringHook, prompt_steer_mask
@@ -46,6 +47,43 @@ class GenerationSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+    stop: tuple[str, ...] = ()  # a row ends at the first stop sequence it writes (text excludes it)
+    no_repeat_ngram_size: int = 0  # >0: a row never repeats an n-gram of its own generated text
+
+    def describe(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(d["stop"])
+        # Settings left at their "off" value are absent, so studies stored before they existed keep their hash.
+        for key, off in (("stop", []), ("no_repeat_ngram_size", 0)):
+            if d[key] == off:
+                d.pop(key)
+        return d
+
+
+class StopOnSequences(StoppingCriteria):
+    """Per-row stop sequences for a batched `generate`: a row is finished at the step its own
+    generated text first contains one of `stops`; the others go on. The step is remembered, so
+    the row's tokens are cut exactly where a one-row run would have stopped."""
+
+    def __init__(self, stops: Sequence[str], raw_text: Callable[[list[int]], str], n_rows: int) -> None:
+        self.stops = tuple(stops)
+        self.raw_text = raw_text
+        self.stop_at: list[int | None] = [None] * n_rows  # number of new tokens when the row stopped
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.BoolTensor:
+        # With `inputs_embeds`, generate's input_ids hold only the generated tokens.
+        n = input_ids.shape[1]
+        for i, at in enumerate(self.stop_at):
+            if at is None and any(stop in self.raw_text(input_ids[i].tolist()) for stop in self.stops):
+                self.stop_at[i] = n
+        done = torch.tensor([at is not None for at in self.stop_at], dtype=torch.bool, device=input_ids.device)
+        return done  # type: ignore[return-value]
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> str | None:
+    """`text` up to its first stop sequence, or None when it holds none."""
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return text[: min(hits)] if hits else None
 
 
 @dataclass(frozen=True)
@@ -67,7 +105,7 @@ class GenerationResult:
     row: PlannedRow
     text: str
     token_ids: list[int]
-    finish_reason: str  # "eos" | "length"
+    finish_reason: str  # "eos" | "stop" | "length"
     seconds: float  # the batch's wall time shared equally among its rows
 
     @property
@@ -90,12 +128,19 @@ class SweepReport:
     batches: int
     seconds: float
     per_case_extras: Counter = field(default_factory=Counter)
+    tokens_per_s: float = 0.0  # generated tokens / generation wall time
+    padding_fraction: float = 0.0  # left-padding share of the batches' prompt positions
+    batching: dict[str, Any] = field(default_factory=dict)  # BatchSizer.describe()
 
     def summary(self) -> str:
-        return (
+        text = (
             f"{self.planned} rows planned, {self.already_stored} already stored, {self.generated} generated "
             f"in {self.batches} batches ({self.seconds:.1f} s)"
         )
+        if self.generated:
+            text += (f"; {self.tokens_per_s:.1f} tokens/s, padding {100 * self.padding_fraction:.1f} %, "
+                     f"batch size {self.batching.get('chosen')} ({self.batching.get('mode')})")
+        return text
 
 
 def plan_rows(case_ids: Sequence[str], feature_ids: Sequence[str], alphas: Sequence[float]) -> list[PlannedRow]:
@@ -117,15 +162,16 @@ class SteeringEngine:
         *,
         spec: SteeringSpec,
         settings: GenerationSettings | None = None,
-        batch_size: int = 8,
+        batch_size: int | Literal["auto"] = 8,
     ) -> None:
-        if batch_size < 1:
-            raise RadsteerError(f"batch size must be at least 1, not {batch_size}")
+        if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+            raise RadsteerError(f"batch size must be 'auto' or at least 1, not {batch_size!r}")
         self.adapter = adapter
         self.bank = bank
         self.spec = spec
         self.settings = settings or GenerationSettings()
-        self.batch_size = batch_size
+        self.sizer = BatchSizer(None if batch_size == "auto" else batch_size)
+        self.batch_lengths: list[list[int]] = []  # prompt lengths of every batch generated
         self.layer_module = adapter.layer(spec.layer)
         if bank is not None:
             bank.check_width(adapter.hidden_size, adapter.name)
@@ -141,7 +187,10 @@ class SteeringEngine:
             "layer": self.spec.layer,
             "layer_module": self.adapter.layer_module_path(self.spec.layer),
             "steering": asdict(self.spec),
-            "generation": asdict(self.settings),
+            "generation": self.settings.describe(),
+            # the weights' dtype decides the text too (absent for float32: older studies keep their hash)
+            **({"dtype": str(self.adapter.dtype).removeprefix("torch.")}
+               if self.adapter.dtype != torch.float32 else {}),
             "normalisation_factor": self.bank.normalisation_factor if self.bank else None,
             "feature_bank": self.bank.provenance.get("sha256") if self.bank else None,
         }
@@ -155,14 +204,24 @@ class SteeringEngine:
             self._prompt_cache[case_id] = self.adapter.prompt_ids(case)
         return self._prompt_cache[case_id]
 
-    def batches(self, cases: Mapping[str, Mapping[str, Any]], rows: Sequence[PlannedRow]) -> list[list[PlannedRow]]:
-        """Rows grouped by prompt length (then case, so a case's rows stay together)."""
+    @property
+    def batch_size(self) -> int:
+        """The fixed size, or the calibrated one (the smallest candidate before calibration)."""
+        return self.sizer.chosen
+
+    def ordered(self, cases: Mapping[str, Mapping[str, Any]], rows: Sequence[PlannedRow]) -> list[PlannedRow]:
+        """Rows of all cases sorted by prompt length (then case, so a case's rows stay together):
+        neighbouring rows pad little whichever case they come from."""
         for r in rows:
             if r.case_id not in cases:
                 raise RadsteerError(f"row for unknown case {r.case_id!r}")
-        ordered = sorted(rows, key=lambda r: (len(self.prompt_ids(r.case_id, cases[r.case_id])), r.case_id,
-                                              r.feature_id, r.alpha))
-        return [ordered[i : i + self.batch_size] for i in range(0, len(ordered), self.batch_size)]
+        return sorted(rows, key=lambda r: (len(self.prompt_ids(r.case_id, cases[r.case_id])), r.case_id,
+                                           r.feature_id, r.alpha))
+
+    def batches(self, cases: Mapping[str, Mapping[str, Any]], rows: Sequence[PlannedRow]) -> list[list[PlannedRow]]:
+        """The ordered rows cut at the current batch size (what a fixed-size sweep generates)."""
+        ordered, size = self.ordered(cases, rows), self.batch_size
+        return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
     # -- generation -------------------------------------------------------------------------
     def generate(
@@ -184,17 +243,31 @@ class SteeringEngine:
     def _iter_batches(
         self, cases: Mapping[str, Mapping[str, Any]], rows: Sequence[PlannedRow], *, progress: bool
     ) -> Iterator[list[GenerationResult]]:
-        batches = self.batches(cases, rows)
+        ordered = self.ordered(cases, rows)
         remaining = Counter(r.case_id for r in rows)
         extras: dict[str, dict[str, Any]] = {}
         bar = tqdm(total=len(rows), unit="row", desc="generating", disable=not progress, dynamic_ncols=True)
+        start = 0
         try:
-            for batch in batches:
+            while start < len(ordered):
+                size = self.sizer.next_size()
+                batch = ordered[start : start + size]
                 for r in batch:
                     if r.case_id not in extras:
                         extras[r.case_id] = self.adapter.case_extras(cases[r.case_id])
                         self.extras_calls[r.case_id] += 1
-                out = self._generate_batch(cases, batch, extras)
+                try:
+                    out = self._generate_batch(cases, batch, extras)
+                except torch.cuda.OutOfMemoryError:
+                    if self.sizer.fixed is not None:
+                        raise
+                    self.sizer.out_of_memory(size)  # the same rows again, at a size that fits
+                    torch.cuda.empty_cache()
+                    continue
+                start += len(batch)
+                self.sizer.record(size, len(batch), sum(res.n_tokens for res in out),
+                                  sum(res.seconds for res in out))
+                self.batch_lengths.append([len(self.prompt_ids(r.case_id, cases[r.case_id])) for r in batch])
                 for r in batch:  # free per-case features (images) once the case is done
                     remaining[r.case_id] -= 1
                     if remaining[r.case_id] == 0:
@@ -237,15 +310,19 @@ class SteeringEngine:
         gen_config = GenerationConfig(
             max_new_tokens=self.settings.max_new_tokens, do_sample=False, num_beams=1,
             pad_token_id=pad, eos_token_id=eos or None,
+            no_repeat_ngram_size=self.settings.no_repeat_ngram_size or None,
         )
         processors = LogitsProcessorList()
         if self.settings.do_sample:
             processors.append(SeededSampler([self._row_seed(r) for r in batch],
                                             temperature=self.settings.temperature, top_p=self.settings.top_p))
+        stopper = StopOnSequences(self.settings.stop, adapter.raw_text, len(batch)) if self.settings.stop else None
+        criteria = StoppingCriteriaList([stopper] if stopper else [])
         start = time.perf_counter()
         if all(r.is_baseline for r in batch):
             out = adapter.model.generate(inputs_embeds=embeds, attention_mask=attention_mask,
-                                         generation_config=gen_config, logits_processor=processors)
+                                         generation_config=gen_config, logits_processor=processors,
+                                         stopping_criteria=criteria)
         else:
             vectors, coefficients = self._row_vectors(batch)
             hook = SteeringHook(
@@ -256,14 +333,24 @@ class SteeringEngine:
             )
             with hook:
                 out = adapter.model.generate(inputs_embeds=embeds, attention_mask=attention_mask,
-                                             generation_config=gen_config, logits_processor=processors)
+                                             generation_config=gen_config, logits_processor=processors,
+                                             stopping_criteria=criteria)
         seconds = (time.perf_counter() - start) / len(batch)
         sequences = out if isinstance(out, torch.Tensor) else out.sequences
-        return [self._result(r, sequences[i].tolist(), eos, seconds) for i, r in enumerate(batch)]
+        return [self._result(r, sequences[i].tolist(), eos, seconds, stopper.stop_at[i] if stopper else None)
+                for i, r in enumerate(batch)]
 
-    def _result(self, row: PlannedRow, new_tokens: list[int], eos: list[int], seconds: float) -> GenerationResult:
+    def _result(self, row: PlannedRow, new_tokens: list[int], eos: list[int], seconds: float,
+                stop_at: int | None = None) -> GenerationResult:
         eos_set = set(eos)
         cut = next((i for i, t in enumerate(new_tokens) if t in eos_set), None)
+        if stop_at is not None and (cut is None or stop_at <= cut):
+            # Ended by a stop sequence: keep the tokens written up to it, the text before it.
+            tokens = new_tokens[:stop_at]
+            raw = self.adapter.raw_text(tokens)
+            before = cut_at_stop(raw, self.settings.stop)
+            text = self.adapter.clean_text(raw if before is None else before)
+            return GenerationResult(row=row, text=text, token_ids=tokens, finish_reason="stop", seconds=seconds)
         tokens = new_tokens if cut is None else new_tokens[: cut + 1]
         return GenerationResult(
             row=row, text=self.adapter.decode(tokens), token_ids=tokens,
@@ -286,14 +373,21 @@ class SteeringEngine:
         done = store.generation_keys(settings_hash)
         todo = [r for r in rows if r.key() not in done]
         n_batches = 0
+        tokens = 0
+        gen_seconds = 0.0
+        self.batch_lengths = []
 
         def write(batch: list[GenerationResult]) -> None:
-            nonlocal n_batches
+            nonlocal n_batches, tokens, gen_seconds
             store.add_generations([res.store_row(settings_hash) for res in batch])
             n_batches += 1
+            tokens += sum(res.n_tokens for res in batch)
+            gen_seconds += sum(res.seconds for res in batch)
 
         self.generate(cases, todo, progress=progress, on_batch=write)
         return SweepReport(
             planned=len(rows), already_stored=len(rows) - len(todo), generated=len(todo), batches=n_batches,
             seconds=time.perf_counter() - start, per_case_extras=Counter(self.extras_calls),
+            tokens_per_s=tokens / gen_seconds if gen_seconds else 0.0,
+            padding_fraction=padding_fraction(self.batch_lengths), batching=self.sizer.describe(),
         )

@@ -10,6 +10,9 @@ Behaviour is chosen per request by markers in the steered report (so one run can
   #429once    429 (Retry-After) on the first request for that prompt, then an answer
   #500        always HTTP 500                   #slow     sleeps `slow_s` before answering
   #on / #off  the answer's on-/off-target change (otherwise `decide` or both false)
+
+Other tasks (feature explanations, detection scoring) pass `respond(body, user_prompt) -> content`;
+their markers are then read from the whole user prompt.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ _STEERED = re.compile(r"<steered_report>\n(.*?)\n</steered_report>", re.S)
 _BASELINE = re.compile(r"<baseline_report>\n(.*?)\n</baseline_report>", re.S)
 
 Decide = Callable[[str, str, str], tuple[bool, bool]]  # (baseline, steered, user prompt) -> (on, off)
+Respond = Callable[[dict[str, Any], str], str]  # (request body, user prompt) -> message content
 
 
 class FakeOpenAIServer:
@@ -41,9 +45,11 @@ class FakeOpenAIServer:
         retry_after: str = "0",
         reject_json_schema: bool = False,
         decide: Decide | None = None,
+        respond: Respond | None = None,
     ) -> None:
         self.api_key, self.delay_s, self.slow_s = api_key, delay_s, slow_s
         self.retry_after, self.reject_json_schema, self.decide = retry_after, reject_json_schema, decide
+        self.respond = respond
         self.requests = 0
         self.bodies: list[dict[str, Any]] = []
         self.statuses: Counter[int] = Counter()
@@ -83,6 +89,8 @@ class FakeOpenAIServer:
                                    "with this model.", "invalid_request_error"), 0.0
         steered_m, baseline_m = _STEERED.search(user), _BASELINE.search(user)
         steered = steered_m.group(1) if steered_m else ""
+        if self.respond is not None:
+            steered = user  # markers anywhere in the prompt
         baseline = baseline_m.group(1) if baseline_m else ""
         with self._lock:
             self._per_prompt[user] += 1
@@ -96,6 +104,8 @@ class FakeOpenAIServer:
             content = '{"on_target_change": true, "off_target_change": '  # truncated JSON
         elif "#schema" in steered:
             content = json.dumps({"on_target_change": "yes", "rationale": 3})
+        elif self.respond is not None:
+            content = self.respond(body, user)
         else:
             if self.decide is not None:
                 on, off = self.decide(baseline, steered, user)

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from evaluation.diff import EntityDiff, diff_entities, diff_reports, summarise
-from evaluation.entities import Entity, get_extractor
+from evaluation.entities import Entity
+from evaluation.extractors import get_extractor
 from evaluation.lexicon import (
     Lexicon,
     LexiconError,

@@ -14,10 +14,10 @@ import pytest
 
 from evaluation.entities import Entity
 from evaluation.radgraph_mapping import (
-    LATERALITY,
     MODIFIER_KEYS,
     align_tokens,
     entities_from_radgraph,
+    modifier_tables,
     parse_label,
 )
 from protocols.errors import RadsteerError
@@ -111,7 +111,8 @@ def test_assertion_of_the_head_follows_its_modifier_chain() -> None:
     got = entities_from_radgraph(doc, report)
     assert got == [
         Entity("effusion", "observation", "absent", None, {"severity": "large"}, None, 9, 17),
-        Entity("opacity", "observation", "uncertain", None, {}, None, 38, 45),
+        # change words map to the change attribute from the vocabulary's own tables
+        Entity("opacity", "observation", "uncertain", None, {"change": "increased"}, None, 38, 45),
     ]
 
 
@@ -136,7 +137,7 @@ def test_modify_cycles_keep_one_head_and_unaligned_tokens_get_no_offsets() -> No
 
 def test_mapping_with_the_lexicon_backends_normalisers() -> None:
     lexicon = pytest.importorskip("evaluation.lexicon")
-    from evaluation.radgraph_mapping import lexicon_normalisers
+    from evaluation.radgraph_backend import lexicon_normalisers
 
     normalise, modifier = lexicon_normalisers()
     assert normalise is not None and modifier is not None
@@ -196,7 +197,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_archive_is_one_clear_error_and_no_download(
     tmp_path: Path, no_network: None, model_type: str
 ) -> None:
-    from evaluation.entities import get_extractor
+    from evaluation.extractors import get_extractor
 
     cache = tmp_path / "empty-cache"
     with pytest.raises(RadsteerError) as info:
@@ -302,7 +303,7 @@ def tiny_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 
 def test_tiny_archive_runs_offline_and_maps_onto_the_schema(tiny_cache: tuple[str, Path], no_network: None) -> None:
-    from evaluation.entities import get_extractor
+    from evaluation.extractors import get_extractor
     from tests.helpers_radgraph import NER_LABELS
 
     model_type, cache = tiny_cache
@@ -329,7 +330,7 @@ def test_tiny_archive_runs_offline_and_maps_onto_the_schema(tiny_cache: tuple[st
             assert (e.kind, e.assertion) in allowed | {("observation", a) for a in ("present", "absent", "uncertain")}
             assert 0 <= e.start < e.end <= len(report) and report[e.start : e.end] == e.text
             assert set(e.modifiers) <= set(MODIFIER_KEYS)
-            assert e.modifiers.get("laterality", "left") in LATERALITY.values()
+            assert e.modifiers.get("laterality", "left") in modifier_tables()["laterality"].values()
             assert e.concept is None or (isinstance(e.concept, str) and e.concept)
             assert e.anatomy is None or e.kind == "observation"
             assert Entity.from_json(e.to_json()) == e
@@ -356,7 +357,7 @@ def test_batched_output_equals_the_packages_own_per_report_inference(
 
     from radgraph import RadGraph
 
-    from evaluation.entities import get_extractor
+    from evaluation.extractors import get_extractor
 
     model_type, cache = tiny_cache
     extractor = get_extractor(model_type, cache_dir=cache, batch_size=3, device="cpu", normalise=None)

@@ -15,12 +15,14 @@ from typing import Any
 
 from protocols.commands._judge_options import add_judge_arguments, judge_config_from
 from steering.errors import RadsteerError
-from steering.store import DB_FILENAME, StudyStore
+from steering.store import DB_FILENAME, StudyStore, has_study
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from evaluation.extractors import names as extractor_names
+
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the study directory (holds study.sqlite)")
-    parser.add_argument("--extractor", choices=["lexicon", "radgraph", "radgraph-xl"], default=None,
+    parser.add_argument("--extractor", choices=extractor_names(), default=None,
                         help="entity extraction backend (default: the protocol's, else lexicon)")
     parser.add_argument("--radgraph-cache", default=None, help="directory holding the RadGraph model archives")
     parser.add_argument("--batch-size", type=int, default=64, help="reports per extraction batch (default 64)")
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from evaluation.pipeline import evaluate_run
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / DB_FILENAME).is_file():
+    if not has_study(run_dir):
         raise RadsteerError(f"{run_dir} holds no {DB_FILENAME}: give a study directory made by `radsteer sweep`")
     if args.batch_size < 1:
         raise RadsteerError(f"--batch-size must be ≥ 1, not {args.batch_size}")
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     extractor = args.extractor or section.get("extractor") or "lexicon"
     options: dict[str, Any] = {}
     cache_dir = args.radgraph_cache or section.get("radgraph_cache")
-    if extractor != "lexicon" and cache_dir:
+    if extractor.startswith("radgraph") and cache_dir:
         options["cache_dir"] = cache_dir
     config = judge_config_from(args, section.get("judge"))
     judge = LLMJudge(config) if config is not None else None  # fails now if the key variable is unset

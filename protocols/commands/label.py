@@ -15,13 +15,13 @@ from pathlib import Path
 from protocols.commands._judge_options import add_judge_arguments, judge_config_from
 from steering.errors import RadsteerError
 
-EXTRACTORS = ("lexicon", "radgraph", "radgraph-xl")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from evaluation.extractors import names as extractor_names
+
     parser.add_argument("pairs", type=Path, help="JSONL: id, baseline, steered, target, direction[, description]")
     parser.add_argument("-o", "--output", type=Path, required=True, help="JSONL to write (replaced atomically)")
-    parser.add_argument("--extractor", choices=EXTRACTORS, default="lexicon",
+    parser.add_argument("--extractor", choices=extractor_names(), default="lexicon",
                         help="entity extraction backend for the entity diff (default: lexicon, offline)")
     parser.add_argument("--radgraph-cache", default=None,
                         help="directory holding the RadGraph model archives (radgraph / radgraph-xl only)")
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluation.entities import get_extractor
+    from evaluation.extractors import get_extractor
     from evaluation.labelling import label_pairs, read_pairs, write_jsonl_atomic
 
     if args.batch_size < 1:
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.output.parent.is_dir():
         raise RadsteerError(f"output folder {args.output.parent} does not exist; create it first")
     pairs = read_pairs(args.pairs)
-    options = {"cache_dir": args.radgraph_cache} if args.extractor != "lexicon" and args.radgraph_cache else {}
+    options = {"cache_dir": args.radgraph_cache} if args.extractor.startswith("radgraph") and args.radgraph_cache else {}
     extractor = get_extractor(args.extractor, **options)
     progress = not args.quiet and len(pairs) >= 100
     judge = combine = None

@@ -15,11 +15,15 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
+from steering.errors import RadsteerError
 from steering.store import schema
+from steering.store.location import DB_FILENAME, public_url, record_url, resolve_url
+from steering.store.reader_study import ReaderStudyMixin
 from steering.store.schema import TABLES
 
-DB_FILENAME = "study.sqlite"
+__all__ = ["DB_FILENAME", "StudyStore"]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -31,7 +35,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
-class StudyStore:
+class StudyStore(ReaderStudyMixin):
     """Access to one study's database.
 
     >>> store = StudyStore.open("runs/demo")          # runs/demo/study.sqlite
@@ -40,16 +44,33 @@ class StudyStore:
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url, echo=echo, future=True)
+        try:
+            self.engine: Engine = create_engine(url, echo=echo, future=True, pool_pre_ping=True)
+        except (SQLAlchemyError, ImportError) as exc:  # unknown dialect, missing driver
+            raise RadsteerError(f"study store {public_url(url)}: {str(exc).splitlines()[0]}") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        schema.metadata.create_all(self.engine)
+        try:
+            schema.metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:  # unreachable server, wrong database, no permission
+            self.engine.dispose()
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise RadsteerError(f"cannot open the study store {public_url(url)}: {reason}") from None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
 
     @classmethod
-    def open(cls, run_dir: str | Path) -> StudyStore:
+    def open(cls, run_dir: str | Path, url: str | None = None) -> StudyStore:
+        """The study of `run_dir`: at `url`, $RADSTEER_STORE_URL, the URL recorded in the run
+        directory, or its study.sqlite (steering.store.location)."""
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        return cls(f"sqlite:///{(run_dir / DB_FILENAME).resolve()}")
+        resolved = resolve_url(run_dir, url)
+        store = cls(resolved)
+        record_url(run_dir, resolved)
+        return store
 
     def close(self) -> None:
         self.engine.dispose()
@@ -83,11 +104,13 @@ class StudyStore:
         if not rows:
             return 0
         t = TABLES[table] if isinstance(table, str) else table
-        stmt = self._insert(t).on_conflict_do_nothing()
+        # RETURNING counts the rows really inserted on both dialects (psycopg reports no
+        # rowcount for an executemany); conflicting rows return nothing.
+        stmt = self._insert(t).on_conflict_do_nothing().returning(*t.primary_key.columns)
         if conn is not None:
-            return _inserted(conn.execute(stmt, list(rows)), len(rows))
+            return len(conn.execute(stmt, list(rows)).all())
         with self.transaction() as c:
-            return _inserted(c.execute(stmt, list(rows)), len(rows))
+            return len(c.execute(stmt, list(rows)).all())
 
     def upsert(
         self,
@@ -175,8 +198,3 @@ class StudyStore:
         out = steered.merge(base, on=["case_id", "settings_hash"], how="left")
         out = out.merge(f[["feature_id", "description", "target_concepts"]], on="feature_id", how="left")
         return out.reset_index(drop=True)
-
-
-def _inserted(result: Any, attempted: int) -> int:
-    n = result.rowcount
-    return attempted if n is None or n < 0 else int(n)

@@ -185,4 +185,33 @@ activation_checks = Table(
     Column("baseline_max", Float, nullable=False),
 )
 
+# ---- the reader study (annotation app): sessions and adjudication --------------------------
+
+sessions = Table(
+    "sessions",
+    metadata,
+    # sha256 of the cookie's token: a copy of the database does not hand out logins
+    Column("token_hash", String(64), primary_key=True),
+    Column("annotator", String(100), nullable=False),
+    # the account's credential version when the session began; a changed password or role, or a
+    # removed account, no longer matches and the session is refused (checked on every request)
+    Column("credential", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+adjudications = Table(
+    "adjudications",
+    metadata,
+    Column("task", String(16), primary_key=True),  # "change" | "feature"
+    Column("item_key", String(200), primary_key=True),  # as in annotations.item_key
+    Column("adjudicator", String(100), nullable=False),
+    Column("answers", JSON, nullable=False),  # the final answer: same fields as annotations.answers
+    Column("reason", String(32), nullable=False),  # "disagreement" | "flagged" | "disagreement+flagged"
+    Column("readers", JSON, nullable=False),  # {annotator: answers} of the reads that were adjudicated
+    Column("seconds", Float, nullable=True),  # adjudicator's time on task (summed over revisions)
+    Column("created_at", DateTime(timezone=True), server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), server_default=func.now(), onupdate=func.now()),
+)
+
 TABLES = {t.name: t for t in metadata.sorted_tables}
