@@ -119,6 +119,7 @@ def load_protocol(path: str | os.PathLike[str]) -> LoadedProtocol:
     lines = _line_index(node) if node is not None else {}
     data = _expand_env(data, (), file, lines)
     _merge_items_file(data, file, lines)
+    _merge_selection(data, file, lines)
     try:
         protocol = Protocol.model_validate(data)
     except ValidationError as exc:
@@ -165,6 +166,30 @@ def _merge_items_file(data: dict[str, Any], file: Path, lines: dict[tuple, int])
             label = "line" if path.suffix == ".jsonl" else "item"
             raise RadsteerError(f"{path}: {label} {n}: {_dotted(tuple(err['loc']))}: {err['msg']}") from None
     features["items"] = [*(features.get("items") or []), *(item for _, item in items)]
+
+
+def _merge_selection(data: dict[str, Any], file: Path, lines: dict[tuple, int]) -> None:
+    """Append the features chosen by `features.select` from an interpretations.csv to `features.items`
+    (explicit items first and unchanged; the chosen ones in order of F1)."""
+    features = data.get("features")
+    if not isinstance(features, dict) or not isinstance(features.get("select"), dict):
+        return
+    from protocols.schema import FeatureSelect
+    from protocols.selection import select_features
+
+    try:
+        spec = FeatureSelect.model_validate(features["select"])
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ("features", "select", *err["loc"])
+        raise RadsteerError(f"{file}:{_line_of(lines, loc)}: {_dotted(loc)}: "
+                            f"{err['msg'].removeprefix('Value error, ')}") from None
+    where = f"{file}:{_line_of(lines, ('features', 'select', 'interpretations'))}: features.select.interpretations"
+    path = Path(spec.interpretations).expanduser()
+    path = path if path.is_absolute() else file.parent / path
+    explicit = {str(i.get("id")) for i in (features.get("items") or []) if isinstance(i, dict)}
+    chosen = select_features(path, spec, where=where, exclude=explicit)
+    features["items"] = [*(features.get("items") or []), *chosen]
 
 
 def _cross_checks(p: Protocol) -> list[tuple[tuple, str]]:

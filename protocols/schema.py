@@ -65,16 +65,29 @@ class ConceptExample(_Strict):
     negative: list[str] = Field(min_length=1)
 
 
+class FeatureSelect(_Strict):
+    """Steer the interpretable features, as the paper did: take items, descriptions and targets
+    from a `radsteer interpret` run's interpretations.csv (merged into `items` at load time, so
+    the protocol hash covers them; the selection is also recorded in the manifest)."""
+
+    interpretations: str  # path to interpretations.csv (relative to the protocol file)
+    min_f1: float = Field(default=0.75, ge=0, le=1)
+    max_features: int | None = Field(default=50, ge=1)  # the best by F1 (ties: feature id)
+    concepts: list[Literal["finding", "device", "longitudinal", "textual"]] | None = None  # target categories
+    explainer: Literal["llm", "lexicon"] | None = None  # only this explainer's rows
+
+
 class FeatureSource(_Strict):
     source: Literal["sae", "concept"]
     path: str  # SAE file/folder, or the folder concept vectors are written to / read from
     format: Literal["auto", "dictionary_learning", "saelens", "sparsify"] = "auto"
     normalisation_factor: Number | None = None
-    items: list[FeatureSpec] = Field(min_length=1)
+    items: list[FeatureSpec] = Field(default_factory=list)  # steered features (a protocol that only mines/interprets may list none)
     # A YAML list or JSONL file of more items ({id, description, targets}), merged into `items` at
     # load time (so the protocol hash covers them) — e.g. features picked from an SAE's interpretations.
     items_file: str | None = None
     concepts: list[ConceptExample] = Field(default_factory=list)  # how concept vectors are built
+    select: FeatureSelect | None = None  # items chosen from interpretations (see FeatureSelect)
     # Concept vectors: unit direction × median residual-token norm at the layer ("median_norm",
     # so α is in typical residual norms), or the plain difference of means ("raw").
     concept_scale: Literal["median_norm", "raw"] = "median_norm"

@@ -15,6 +15,7 @@ from typing import Any
 
 from protocols.cases import assign_splits, read_cases_jsonl
 from protocols.loader import LoadedProtocol, load_protocol
+from protocols.selection import selection_record
 from steering.errors import RadsteerError
 from steering.store import StudyStore, build_manifest, read_manifest, write_manifest
 from steering.store.manifest import sha256_path
@@ -211,7 +212,11 @@ class Study:
     def planned_rows(self, bank):
         from steering.engine import plan_rows
 
-        return plan_rows(list(self.cases), self.feature_ids(bank), self.protocol.alphas)
+        ids = self.feature_ids(bank)
+        if not ids:
+            raise RadsteerError(f"{self.loaded.where('features', 'items')}: no features to steer: list them in "
+                                f"features.items or choose them from interpretations with features.select")
+        return plan_rows(list(self.cases), ids, self.protocol.alphas)
 
     # -- the run directory ------------------------------------------------------------------
     def check_run_dir(self) -> None:
@@ -258,6 +263,7 @@ class Study:
             engine=engine.describe(),
             seeds={"protocol": self.protocol.seed, "generation": self.protocol.generation.seed,
                    "split": self.protocol.cases.split.seed},
+            feature_selection=selection_record(self.loaded),
         ))
         store.add_cases([{"case_id": cid, "inputs": c, "split": c["split"]} for cid, c in self.cases.items()])
         store.add_features([

@@ -17,8 +17,10 @@ _JUDGE_FLAGS = {  # CLI dest -> JudgeConfig field
 }
 
 
-def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
-    j = parser.add_argument_group("LLM judge (any OpenAI-compatible server)")
+def add_judge_arguments(parser: argparse.ArgumentParser, *, labelling: bool = True,
+                        title: str = "LLM judge (any OpenAI-compatible server)") -> None:
+    """The judge's client options; `labelling` adds --no-judge and --combine-rule (verdict commands)."""
+    j = parser.add_argument_group(title)
     j.add_argument("--judge-base-url", default=None, help="e.g. http://localhost:8000/v1 for vLLM (default: OpenAI)")
     j.add_argument("--judge-model", default=None, help="judge model name; giving it turns the judge on")
     j.add_argument("--judge-api-key-env", default=None,
@@ -29,6 +31,8 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     j.add_argument("--judge-max-retries", type=int, default=None, help="retries on 429/5xx/timeouts (default 4)")
     j.add_argument("--judge-max-calls", type=int, default=None, help="request budget for this run")
     j.add_argument("--judge-max-tokens", type=int, default=None, help="token budget for this run")
+    if not labelling:
+        return
     j.add_argument("--no-judge", action="store_true", help="skip the judge even if the protocol configures one")
     j.add_argument("--combine-rule", choices=["agree", "judge", "any"], default="agree",
                    help="combined verdict — agree: a change counts only when both methods see it (default); "
