@@ -13,7 +13,7 @@ tokenised exactly as the package does it and becomes one sentence of a packed do
 batch of reports is one forward pass; results are per sentence, so they equal the package's
 one-report-at-a-time output (tests check this).
 
-`torch` and `radgraph` are imported only when a model is loaded (DESIGN.md: `evaluation`
+`torch` and `radgraph` are imported only when a model is loaded (docs/design.md: `evaluation`
 must not import torch at import time).
 """
 

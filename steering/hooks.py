@@ -1,6 +1,6 @@
 """The steering hook: h ← h + α·v at the output of one decoder layer, per row of a batch.
 
-Semantics (DESIGN.md, "Steering semantics"):
+Semantics (docs/design.md, "Steering semantics"):
 - *where*: the output of `layers[L]`, i.e. `hidden_states[L + 1]`;
 - *what*: each batch row b adds `coefficients[b] * vectors[b]` (so one `generate` call can carry
   many features and α values, the baseline being a row with α = 0);

@@ -1,4 +1,4 @@
-"""Dependencies point one way (DESIGN.md): protocols → {steering, evaluation, annotation_ui},
+"""Dependencies point one way (docs/design.md): protocols → {steering, evaluation, annotation_ui},
 annotation_ui → evaluation, all → steering.store; evaluation loads no torch at import."""
 
 from __future__ import annotations
@@ -53,3 +53,24 @@ def test_statistics_and_reports_load_without_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_design_citations_point_into_the_repository() -> None:
+    """Code cites docs/design.md (in the repo), by a section heading that exists there."""
+    import re
+
+    design = ROOT / "docs" / "design.md"
+    assert design.is_file(), "docs/design.md is missing"
+    headings = {re.sub(r"^#+\s*(\d+\.\s*)?", "", line).strip().lower()
+                for line in design.read_text().splitlines() if line.startswith("#")}
+    bad = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if any(part in (".git", ".venv", "venv", "build") for part in path.parts):
+            continue
+        text = path.read_text(errors="replace")
+        if re.search(r"(?<![\w/])DESIGN\.md", text):
+            bad.append(f"{path.relative_to(ROOT)} cites the design notes outside the repository (use docs/design.md)")
+        for section in re.findall(r'docs/design\.md, "([^"]+)"', text):
+            if section.lower() not in headings:
+                bad.append(f"{path.relative_to(ROOT)} cites a missing section {section!r} of docs/design.md")
+    assert not bad, "\n".join(bad)

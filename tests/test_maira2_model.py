@@ -149,7 +149,7 @@ def test_config_errors_name_field_and_file(maira2_snapshot, tmp_path) -> None:
 
 
 def official_7b_config() -> dict:
-    """The facts of the real microsoft/maira-2 config.json (DESIGN.md, "Models")."""
+    """The facts of the real microsoft/maira-2 config.json (docs/design.md, "MAIRA-2")."""
     return {
         "architectures": ["Maira2ForConditionalGeneration"], "model_type": "maira2", "image_token_index": 32204,
         "projector_n_layers": 4, "projector_hidden_act": "gelu", "multimodal_projector_bias": True,
