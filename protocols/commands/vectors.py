@@ -32,6 +32,7 @@ def build(study, *, force: bool = False, batch_size: int = 16, adapter=None, qui
         if not quiet:
             print(f"radsteer vectors: {study.bank_path()} is up to date (use --force to rebuild)")
         return None, adapter
+    study.check_vectors_target()  # before the model is loaded: refuse a folder radsteer did not write
     adapter = adapter or study.load_adapter()
     bank = study.build_concept_vectors(adapter, batch_size=batch_size)
     if not quiet:
