@@ -8,6 +8,7 @@ adds the time spent, it never duplicates it.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -62,14 +63,35 @@ def validate_answers(task: str, raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+MAX_POSITION = 10**9
+"""Above any queue a study will have, and far below SQL's 32-bit INTEGER."""
+MAX_KEY = 200
+"""`item_key` columns are String(200)."""
+_GENERATION_ID = re.compile(r"[1-9][0-9]{0,17}")  # a positive id that fits in a signed 64-bit integer
+_FEATURE_ID = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
+
+
 def parse_item_ref(ref: str, task: str) -> tuple[int, str]:
-    """`"<task>:<position>:<item_key>"` → (position, item_key), or a clear refusal."""
-    parts = str(ref or "").split(":", 2)
-    if len(parts) != 3 or parts[0] != task or not parts[1].isdigit():
-        raise AnnotationInputError(
-            f"item reference {str(ref)[:60]!r} is not a {task} item of this app; reload the page"
-        )
-    return int(parts[1]), parts[2]
+    """`"<task>:<position>:<item_key>"` → (position, item_key), or a clear refusal.
+
+    Every part is checked before it reaches the database: the task, a position that is a plain
+    decimal below `MAX_POSITION`, and a key of the task's form (a generation id that fits in 64
+    bits for "change"; at most 200 printable characters for "feature"; empty = "past the end")."""
+    text = str(ref or "")
+    parts = text.split(":", 2)
+    refusal = AnnotationInputError(f"item reference {text[:60]!r} is not a {task} item of this app; reload the page")
+    if len(parts) != 3 or parts[0] != task:
+        raise refusal
+    pos, key = parts[1], parts[2]
+    if not (pos.isascii() and pos.isdigit() and len(pos) <= 10 and (pos == "0" or not pos.startswith("0"))):
+        raise refusal
+    if int(pos) >= MAX_POSITION:
+        raise refusal
+    if key:
+        pattern = _GENERATION_ID if task == "change" else _FEATURE_ID
+        if len(key) > MAX_KEY or not pattern.fullmatch(key):
+            raise refusal
+    return int(pos), key
 
 
 def check_in_queue(conn: Any, annotator: str, task: str, position: int, item_key: str) -> None:

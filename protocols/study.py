@@ -15,6 +15,7 @@ from typing import Any
 
 from protocols.cases import assign_splits, read_cases_jsonl
 from protocols.loader import LoadedProtocol, load_protocol
+from protocols.selection import selection_record
 from steering.errors import RadsteerError
 from steering.store import StudyStore, build_manifest, read_manifest, write_manifest
 from steering.store.files import check_replaceable_dir, replace_dir
@@ -142,6 +143,26 @@ class Study:
         check_replaceable_dir(self.bank_path(), CONCEPT_VECTORS_KIND, what="concept vectors",
                               where=self.loaded.where("features", "path"), recognise=_is_concept_vector_folder)
 
+    def ensure_concept_vectors(self, *, force: bool = False, batch_size: int = 16, adapter=None,
+                               echo=print):
+        """Build the concept vectors unless current ones exist (or `force`); returns (bank or None, adapter)."""
+        fs = self.protocol.features
+        if fs.source != "concept":
+            raise RadsteerError(f"{self.loaded.where('features', 'source')}: `vectors build` needs source: concept")
+        if not fs.concepts:
+            raise RadsteerError(f"{self.loaded.where('features')}: no features.concepts to build vectors from")
+        if self.concept_vectors_state() == "current" and not force:
+            echo(f"radsteer vectors: {self.bank_path()} is up to date (use --force to rebuild)")
+            return None, adapter
+        self.check_vectors_target()  # before the model is loaded: refuse a folder radsteer did not write
+        adapter = adapter or self.load_adapter()
+        bank = self.build_concept_vectors(adapter, batch_size=batch_size)
+        prov = bank.provenance
+        echo(f"radsteer vectors: {bank.n_features} concept vectors ({', '.join(bank.ids)}) at layer "
+             f"{self.protocol.layer} of {adapter.name}, scaled to the median token norm "
+             f"{prov['median_token_norm']:.1f} ({prov['scale']}), written to {self.bank_path()}")
+        return bank, adapter
+
     def check_concept_vectors(self) -> None:
         """Concept vectors must exist and match the protocol's sentences, layer and scale."""
         if self.protocol.features.source != "concept":
@@ -212,7 +233,8 @@ class Study:
         from steering.models import load_adapter
 
         m = self.protocol.model
-        return load_adapter(m.kind, self.loaded.resolve(m.path) if m.path else None, dtype=m.dtype, device=m.device)
+        return load_adapter(m.kind, self.loaded.resolve(m.path) if m.path else None, dtype=m.dtype, device=m.device,
+                            prompt=m.prompt)
 
     def engine(self, adapter, bank):
         from steering.engine import GenerationSettings, SteeringEngine, SteeringSpec
@@ -223,13 +245,18 @@ class Study:
                             positions=p.steering.positions, exclude=tuple(p.steering.exclude))
         g = p.generation
         settings = GenerationSettings(max_new_tokens=g.max_new_tokens, do_sample=g.do_sample,
-                                      temperature=g.temperature, top_p=g.top_p, seed=g.seed)
+                                      temperature=g.temperature, top_p=g.top_p, seed=g.seed, stop=tuple(g.stop),
+                                      no_repeat_ngram_size=g.no_repeat_ngram_size)
         return SteeringEngine(adapter, bank, spec=spec, settings=settings, batch_size=g.batch_size)
 
     def planned_rows(self, bank):
         from steering.engine import plan_rows
 
-        return plan_rows(list(self.cases), self.feature_ids(bank), self.protocol.alphas)
+        ids = self.feature_ids(bank)
+        if not ids:
+            raise RadsteerError(f"{self.loaded.where('features', 'items')}: no features to steer: list them in "
+                                f"features.items or choose them from interpretations with features.select")
+        return plan_rows(list(self.cases), ids, self.protocol.alphas)
 
     # -- the run directory ------------------------------------------------------------------
     def check_run_dir(self) -> None:
@@ -248,6 +275,8 @@ class Study:
 
     def record(self, store: StudyStore, engine, bank) -> None:
         """Freeze the protocol, write the manifest, register cases and features."""
+        from steering.cpu import cpu_info  # imports torch: only where a model runs
+
         self.check_run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         frozen = self.run_dir / PROTOCOL_FILENAME
@@ -260,7 +289,10 @@ class Study:
             protocol_hash=self.loaded.canonical_hash(),
             protocol_path=str(self.loaded.path),
             model={"kind": self.protocol.model.kind, "name": adapter.name, "path": model_path,
-                   "sha256": sha256_path(model_path) if model_path and Path(model_path).exists() else None},
+                   "sha256": sha256_path(model_path) if model_path and Path(model_path).exists() else None,
+                   "dtype": str(adapter.dtype).removeprefix("torch."), "dtype_requested": self.protocol.model.dtype,
+                   "device": str(adapter.device), "prompt": getattr(adapter, "prompt_style", None)},
+            cpu=cpu_info(),
             feature_bank={"path": str(self.bank_path()), "source": bank.source, "sha256": bank.provenance.get("sha256"),
                           "format": bank.provenance.get("format"), "n_features": bank.n_features},
             layer=self.protocol.layer,
@@ -271,6 +303,7 @@ class Study:
             engine=engine.describe(),
             seeds={"protocol": self.protocol.seed, "generation": self.protocol.generation.seed,
                    "split": self.protocol.cases.split.seed},
+            feature_selection=selection_record(self.loaded),
         ))
         store.add_cases([{"case_id": cid, "inputs": c, "split": c["split"]} for cid, c in self.cases.items()])
         store.add_features([

@@ -67,8 +67,12 @@ def demo_model_dir() -> Path:
     return replace_dir(target, "demo_model", write, what="the converted demo model")
 
 
-def load_demo_adapter(device: str = "cpu"):
-    """The demo model as a steering adapter (fp32 on the CPU)."""
+def load_demo_adapter(device: str = "cpu", *, dtype: str = "float32", prompt: str = "auto"):
+    """The demo model as a steering adapter; `dtype="auto"` is bf16 on CPUs with bf16 matrix math.
+
+    float32 by default here: tests that compare tokens across runs rely on it; protocols say `auto`.
+    """
     from steering.adapters import HFCausalLMAdapter
 
-    return HFCausalLMAdapter.from_pretrained(demo_model_dir(), dtype="float32", device=device, name=DEMO_NAME)
+    return HFCausalLMAdapter.from_pretrained(demo_model_dir(), dtype=dtype, device=device, name=DEMO_NAME,
+                                             prompt=prompt)

@@ -211,10 +211,12 @@ def test_export_csv_and_parquet(study, tmp_path: Path) -> None:
 # ---- the real HTTP API ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def server(request, tmp_path_factory):
+    """The HTTP tests run against the app on SQLite and on a real PostgreSQL server."""
     d = tmp_path_factory.mktemp("annot_http")
-    store = make_study(d, n_cases=4, n_features=2)
+    url = request.getfixturevalue("pg_server").create_database() if request.param == "postgres" else None
+    store = make_study(d, n_cases=4, n_features=2, url=url)
     srv = Server(store, "change", make_accounts(d / "annotators.json"), overlap=0.0, seed=2)
     yield srv, store
     srv.close()
@@ -303,4 +305,62 @@ def test_finished_queue_then_back(tmp_path: Path) -> None:
     assert last.position == 1 and last.answers == {"skipped": True}
     svc.submit("alice", last.ref, GOOD)
     assert store.count("annotations") == 2 and svc.current("alice").finished
+    store.close()
+
+
+# ---- hardening (issue 11) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ref", [
+    "change:99999999999999999999999:1", "change:0:99999999999999999999999", "change:0:-1", "change:0:1e3",
+    "change:" + "9" * 400 + ":1", "change:0:" + "1" * 5000, "change:0:1\x00", "change:00:1 ",
+])
+def test_item_references_validated_in_every_part(study, ref) -> None:
+    svc = AnnotationService(study, "change", QueueConfig(overlap=0), ["alice"])
+    svc.current("alice")
+    for act in (lambda: svc.submit("alice", ref, GOOD), lambda: svc.skip("alice", ref),
+                lambda: svc.back("alice", ref)):
+        with pytest.raises(AnnotationInputError, match="reload the page|not in your queue"):
+            act()
+    assert study.count("annotations") == 0
+
+
+def test_cli_add_user_refuses_a_directory_without_a_study(tmp_path: Path, monkeypatch, capsys) -> None:
+    import io
+
+    from protocols.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password\n"))
+    assert main(["annotate", str(tmp_path / "typo"), "--add-user", "carol", "--password-stdin"]) == 2
+    assert "no study.sqlite" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password\n"))
+    assert main(["annotate", str(tmp_path / "empty"), "--add-user", "carol", "--password-stdin"]) == 2
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_store_sessions_and_adjudications(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    store = make_study(tmp_path, n_cases=1, n_features=1)
+    now = datetime.now(timezone.utc)
+    store.add_session("h1", "alice", "cred1", now + timedelta(hours=1))
+    store.add_session("h2", "alice", "cred1", now - timedelta(hours=1))
+    store.add_session("h3", "bob", "cred2", now + timedelta(hours=1))
+    assert store.session("h1")["annotator"] == "alice" and store.session("h1")["expires_at"] > now
+    assert store.session("nope") is None
+    assert store.delete_sessions(expired_before=now) == 1 and store.session("h2") is None
+    assert store.delete_sessions(annotator="alice") == 1 and store.session("h3") is not None
+    with pytest.raises(ValueError):
+        store.delete_sessions()
+    readers = {"alice": {"label": "on"}, "bob": {"label": "off"}}
+    store.save_adjudication("change", "2", "carol", {"label": "on"}, reason="disagreement", readers=readers,
+                            seconds=4.0)
+    store.save_adjudication("change", "2", "carol", {"label": "both"}, reason="disagreement", readers=readers,
+                            seconds=1.5)
+    [row] = store.adjudications("change")
+    assert row["answers"] == {"label": "both"} and row["seconds"] == 5.5 and row["readers"] == readers
+    assert store.adjudications("feature") == [] and store.adjudication("change", "2")["adjudicator"] == "carol"
+    assert len(store.dataframe("adjudications")) == 1
     store.close()

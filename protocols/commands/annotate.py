@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     accounts_path = Path(args.annotators) if args.annotators else run_dir / "annotators.json"
+    from steering.store import has_study
+
+    if not has_study(run_dir):  # before anything is written: a mistyped RUN_DIR creates nothing
+        raise RadsteerError(f"{run_dir}: no study.sqlite here; run `radsteer sweep` first or check the path")
     if args.add_user:
         from annotation_ui.accounts import add_user
 
@@ -48,8 +52,6 @@ def run(args: argparse.Namespace) -> int:
         add_user(accounts_path, args.add_user, password, role="admin" if args.admin else "annotator")
         print(f"{'admin' if args.admin else 'annotator'} {args.add_user!r} saved in {accounts_path}")
         return 0
-    if not (run_dir / "study.sqlite").exists():
-        raise RadsteerError(f"{run_dir}: no study.sqlite here; run `radsteer sweep` first or check the path")
     if args.export:
         from annotation_ui.export import export_annotations
         from steering.store import StudyStore

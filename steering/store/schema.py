@@ -50,6 +50,7 @@ features = Table(
     Column("description", Text, nullable=False, default=""),
     Column("target_concepts", JSON, nullable=False, default=list),
     Column("interpretability", Float, nullable=True),
+    Column("explainer", String(32), nullable=True),  # who wrote the description: "llm" | "lexicon" | NULL (the protocol)
 )
 
 generations = Table(
@@ -183,6 +184,72 @@ activation_checks = Table(
     Column("baseline_activation", Float, nullable=False),  # same, over the baseline text
     Column("steered_max", Float, nullable=False),
     Column("baseline_max", Float, nullable=False),
+)
+
+feature_interpretations = Table(
+    "feature_interpretations",
+    metadata,
+    Column("feature_id", String(200), primary_key=True),
+    Column("explainer", String(32), primary_key=True),  # "llm" | "lexicon"
+    Column("scorer", String(32), nullable=False),
+    Column("settings_hash", String(64), nullable=False),  # explainer/scorer settings, split seed, prompt versions
+    Column("description", Text, nullable=False),
+    Column("targets", JSON, nullable=False),  # concept ids
+    Column("precision", Float, nullable=True),  # NULL when undefined (nothing predicted active) or on error
+    Column("recall", Float, nullable=True),
+    Column("f1", Float, nullable=True),
+    Column("balanced_accuracy", Float, nullable=True),
+    Column("recall_by_quantile", JSON, nullable=False),  # {"q1": recall, ...} over the held-out active examples
+    Column("n_active", Integer, nullable=False),
+    Column("n_inactive", Integer, nullable=False),
+    Column("examples", JSON, nullable=False),  # held-out examples: text, kind, quantile, label, prediction
+    Column("details", JSON, nullable=False),  # seeds, prompt hashes, models, enrichment table, counts
+    Column("error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), server_default=func.now()),
+)
+
+interpretation_exchanges = Table(
+    "interpretation_exchanges",
+    metadata,
+    Column("feature_id", String(200), primary_key=True),
+    Column("explainer", String(32), primary_key=True),
+    Column("stage", String(16), primary_key=True),  # "explain" | "score"
+    Column("batch", Integer, primary_key=True),
+    Column("model", String(200), nullable=True),
+    Column("prompt_hash", String(64), nullable=True),
+    Column("request", JSON, nullable=False),  # the messages sent (never the key)
+    Column("response", JSON, nullable=True),  # the validated answer
+    Column("error", Text, nullable=True),
+    Column("from_cache", Boolean, nullable=False, default=False),
+)
+
+# ---- the reader study (annotation app): sessions and adjudication --------------------------
+
+sessions = Table(
+    "sessions",
+    metadata,
+    # sha256 of the cookie's token: a copy of the database does not hand out logins
+    Column("token_hash", String(64), primary_key=True),
+    Column("annotator", String(100), nullable=False),
+    # the account's credential version when the session began; a changed password or role, or a
+    # removed account, no longer matches and the session is refused (checked on every request)
+    Column("credential", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+adjudications = Table(
+    "adjudications",
+    metadata,
+    Column("task", String(16), primary_key=True),  # "change" | "feature"
+    Column("item_key", String(200), primary_key=True),  # as in annotations.item_key
+    Column("adjudicator", String(100), nullable=False),
+    Column("answers", JSON, nullable=False),  # the final answer: same fields as annotations.answers
+    Column("reason", String(32), nullable=False),  # "disagreement" | "flagged" | "disagreement+flagged"
+    Column("readers", JSON, nullable=False),  # {annotator: answers} of the reads that were adjudicated
+    Column("seconds", Float, nullable=True),  # adjudicator's time on task (summed over revisions)
+    Column("created_at", DateTime(timezone=True), server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), server_default=func.now(), onupdate=func.now()),
 )
 
 TABLES = {t.name: t for t in metadata.sorted_tables}
