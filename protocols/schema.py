@@ -80,7 +80,7 @@ class FeatureSelect(_Strict):
 class FeatureSource(_Strict):
     source: Literal["sae", "concept"]
     path: str  # SAE file/folder, or the folder concept vectors are written to / read from
-    format: Literal["auto", "dictionary_learning", "saelens"] = "auto"
+    format: Literal["auto", "dictionary_learning", "saelens", "sparsify"] = "auto"
     normalisation_factor: Number | None = None
     items: list[FeatureSpec] = Field(default_factory=list)  # steered features (a protocol that only mines/interprets may list none)
     # A YAML list or JSONL file of more items ({id, description, targets}), merged into `items` at
