@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "activations": "read steered texts back through the model: the target feature's activation",
     "vectors": "build concept vectors (difference of means) in the SAELens layout",
     "sae": "train a TopK SAE on a model's steering layer over a report corpus (EleutherAI sparsify)",
+    "interpret": "explain every mined feature and score the explanations by detection (F1)",
     "concepts": "list and search the concepts a feature may target (findings, devices, longitudinal, textual)",
 }
 
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module = importlib.import_module(f"protocols.commands.{name}")
     module.add_arguments(subparsers[name])
+    _one_line_warnings(name)
     if name in STORE_COMMANDS:
         subparsers[name].add_argument(
             "--store-url", default=None, metavar="URL",
@@ -78,6 +80,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"radsteer {name}: interrupted; everything finished so far is stored — run again to resume",
               file=sys.stderr)
         return 130
+
+
+def _one_line_warnings(name: str) -> None:
+    """radsteer's own warnings print as one line, like its errors (no source line, no traceback)."""
+    import warnings
+
+    from steering.errors import RadsteerWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, RadsteerWarning):
+            print(f"radsteer {name}: warning: {message}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 if __name__ == "__main__":

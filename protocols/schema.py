@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from protocols.config import default as _default  # settings a command flag can also set: one default
+
 
 def _no_bool(v: object) -> object:
     # YAML reads yes/no/on/off as booleans; pydantic would quietly turn them into 1.0/0.0.
@@ -65,16 +67,29 @@ class ConceptExample(_Strict):
     negative: list[str] = Field(min_length=1)
 
 
+class FeatureSelect(_Strict):
+    """Steer the interpretable features, as the paper did: take items, descriptions and targets
+    from a `radsteer interpret` run's interpretations.csv (merged into `items` at load time, so
+    the protocol hash covers them; the selection is also recorded in the manifest)."""
+
+    interpretations: str  # path to interpretations.csv (relative to the protocol file)
+    min_f1: float = Field(default=0.75, ge=0, le=1)
+    max_features: int | None = Field(default=50, ge=1)  # the best by F1 (ties: feature id)
+    concepts: list[Literal["finding", "device", "longitudinal", "textual"]] | None = None  # target categories
+    explainer: Literal["llm", "lexicon"] | None = None  # only this explainer's rows
+
+
 class FeatureSource(_Strict):
     source: Literal["sae", "concept"]
     path: str  # SAE file/folder, or the folder concept vectors are written to / read from
-    format: Literal["auto", "dictionary_learning", "saelens"] = "auto"
+    format: Literal["auto", "dictionary_learning", "saelens", "sparsify"] = "auto"
     normalisation_factor: Number | None = None
-    items: list[FeatureSpec] = Field(min_length=1)
+    items: list[FeatureSpec] = Field(default_factory=list)  # steered features (a protocol that only mines/interprets may list none)
     # A YAML list or JSONL file of more items ({id, description, targets}), merged into `items` at
     # load time (so the protocol hash covers them) — e.g. features picked from an SAE's interpretations.
     items_file: str | None = None
     concepts: list[ConceptExample] = Field(default_factory=list)  # how concept vectors are built
+    select: FeatureSelect | None = None  # items chosen from interpretations (see FeatureSelect)
     # Concept vectors: unit direction × median residual-token norm at the layer ("median_norm",
     # so α is in typical residual norms), or the plain difference of means ("raw").
     concept_scale: Literal["median_norm", "raw"] = "median_norm"
@@ -138,10 +153,10 @@ class CaseSource(_Strict):
 class JudgeOptions(_Strict):
     base_url: str | None = None  # any OpenAI-compatible endpoint; None → OpenAI
     model: str
-    api_key_env: str | None = "OPENAI_API_KEY"  # the NAME of the variable, never the key; null: keyless server
-    concurrency: int = Field(default=8, ge=1, le=256)
-    timeout_s: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=4, ge=0)
+    api_key_env: str | None = _default("judge.api_key_env")  # the variable's NAME, never the key; null: keyless
+    concurrency: int = Field(default=_default("judge.concurrency"), ge=1, le=256)
+    timeout_s: float = Field(default=_default("judge.timeout_s"), gt=0)
+    max_retries: int = Field(default=_default("judge.max_retries"), ge=0)
     max_calls: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
 
@@ -152,7 +167,7 @@ class JudgeOptions(_Strict):
 
 
 class EvaluationOptions(_Strict):
-    extractor: str = "lexicon"  # a name in evaluation.extractors (built-ins and `radsteer.extractors` plugins)
+    extractor: str = _default("evaluate.extractor")  # a name in evaluation.extractors (built-ins and `radsteer.extractors` plugins)
     radgraph_cache: str | None = None
     judge: JudgeOptions | None = None
 
@@ -177,8 +192,8 @@ class AnnotationOptions(_Strict):
 
 class ReportOptions(_Strict):
     title: str | None = None
-    examples: int = Field(default=12, ge=0)
-    multiplicity: Literal["holm", "fdr_bh"] = "holm"
+    examples: int = Field(default=_default("report.examples"), ge=0)
+    multiplicity: Literal["holm", "fdr_bh"] = _default("stats.correction")
 
 
 class Protocol(_Strict):

@@ -15,6 +15,7 @@ from typing import Any
 
 from protocols.cases import assign_splits, read_cases_jsonl
 from protocols.loader import LoadedProtocol, load_protocol
+from protocols.selection import selection_record
 from steering.errors import RadsteerError
 from steering.store import StudyStore, build_manifest, read_manifest, write_manifest
 from steering.store.manifest import sha256_path
@@ -122,6 +123,25 @@ class Study:
         tmp.rename(target)
         return bank
 
+    def ensure_concept_vectors(self, *, force: bool = False, batch_size: int = 16, adapter=None,
+                               echo=print):
+        """Build the concept vectors unless current ones exist (or `force`); returns (bank or None, adapter)."""
+        fs = self.protocol.features
+        if fs.source != "concept":
+            raise RadsteerError(f"{self.loaded.where('features', 'source')}: `vectors build` needs source: concept")
+        if not fs.concepts:
+            raise RadsteerError(f"{self.loaded.where('features')}: no features.concepts to build vectors from")
+        if self.concept_vectors_state() == "current" and not force:
+            echo(f"radsteer vectors: {self.bank_path()} is up to date (use --force to rebuild)")
+            return None, adapter
+        adapter = adapter or self.load_adapter()
+        bank = self.build_concept_vectors(adapter, batch_size=batch_size)
+        prov = bank.provenance
+        echo(f"radsteer vectors: {bank.n_features} concept vectors ({', '.join(bank.ids)}) at layer "
+             f"{self.protocol.layer} of {adapter.name}, scaled to the median token norm "
+             f"{prov['median_token_norm']:.1f} ({prov['scale']}), written to {self.bank_path()}")
+        return bank, adapter
+
     def check_concept_vectors(self) -> None:
         """Concept vectors must exist and match the protocol's sentences, layer and scale."""
         if self.protocol.features.source != "concept":
@@ -211,7 +231,11 @@ class Study:
     def planned_rows(self, bank):
         from steering.engine import plan_rows
 
-        return plan_rows(list(self.cases), self.feature_ids(bank), self.protocol.alphas)
+        ids = self.feature_ids(bank)
+        if not ids:
+            raise RadsteerError(f"{self.loaded.where('features', 'items')}: no features to steer: list them in "
+                                f"features.items or choose them from interpretations with features.select")
+        return plan_rows(list(self.cases), ids, self.protocol.alphas)
 
     # -- the run directory ------------------------------------------------------------------
     def check_run_dir(self) -> None:
@@ -258,6 +282,7 @@ class Study:
             engine=engine.describe(),
             seeds={"protocol": self.protocol.seed, "generation": self.protocol.generation.seed,
                    "split": self.protocol.cases.split.seed},
+            feature_selection=selection_record(self.loaded),
         ))
         store.add_cases([{"case_id": cid, "inputs": c, "split": c["split"]} for cid, c in self.cases.items()])
         store.add_features([

@@ -12,8 +12,9 @@ prepares what the trainer reads and keeps what it writes:
   `seq_len` tokens, each starting with the end-of-text token as a separator; separators are
   excluded from training (`exclude_tokens`), so position 0 — an attention sink whose hidden state
   is an outlier — is never a training example, as it is never mined.
-- **Output**: sparsify's own folder layout (`cfg.json` + `sae.safetensors`, what
-  `SparseCoder.save_to_disk` writes and `steering.sae_loaders` reads), plus `radsteer.json`:
+- **Output**: sparsify's own run layout — `OUT/<hookpoint>/` (e.g. `OUT/layers.8/`, the name
+  giving the layer) with `cfg.json` + `sae.safetensors`, what `SparseCoder.save_to_disk` writes
+  and `steering.sae_loaders` reads — plus `radsteer.json` in that folder:
   trainer, its version, corpus SHA-256, model, layer and module path, settings, tokens seen and
   the fraction of variance unexplained (FVU) on held-out tokens. Written beside the target and
   renamed into place, so an interrupted run never leaves a half-written SAE.
@@ -76,7 +77,7 @@ class SAETrainSettings:
 
 @dataclass
 class TrainedSAE:
-    path: Path  # the SAE folder (cfg.json + sae.safetensors + radsteer.json)
+    path: Path  # the hookpoint folder (cfg.json + sae.safetensors + radsteer.json): a protocol's features.path
     meta: dict[str, Any]
     reused: bool  # True when an identical SAE was already there (nothing trained)
 
@@ -132,19 +133,30 @@ def pack_sequences(adapter: ModelAdapter, corpus: Path, settings: SAETrainSettin
     return torch.tensor(rows, dtype=torch.long), sep
 
 
+def _layers_path(adapter: ModelAdapter) -> str:
+    base = adapter.model.base_model
+    path = next((name for name, mod in base.named_modules() if mod is adapter.layers), None)
+    if not path:
+        raise RadsteerError(f"cannot find the decoder layers of {adapter.name} inside its base model")
+    return path
+
+
+def hookpoint(adapter: ModelAdapter, layer: int) -> str:
+    """sparsify's name of layer L's output: the module path inside the base model (`layers.8`)."""
+    return f"{_layers_path(adapter)}.{layer % adapter.num_layers}"
+
+
 @contextlib.contextmanager
 def cut_after_layer(adapter: ModelAdapter, layer: int):
     """Yield the base transformer running only layers 0..L (modules shared, restored on exit)."""
     base = adapter.model.base_model
-    path = next((name for name, mod in base.named_modules() if mod is adapter.layers), None)
-    if path is None:
-        raise RadsteerError(f"cannot find the decoder layers of {adapter.name} inside its base model")
+    path = _layers_path(adapter)
     parent = base.get_submodule(path.rpartition(".")[0]) if "." in path else base
     attr = path.rpartition(".")[2]
     full = getattr(parent, attr)
     setattr(parent, attr, nn.ModuleList(list(full)[: layer % len(full) + 1]))
     try:
-        yield base, f"{path}.{layer % len(full)}"
+        yield base
     finally:
         setattr(parent, attr, full)
 
@@ -171,7 +183,7 @@ def train_sae(
     progress: bool = True,
     echo=print,
 ) -> TrainedSAE:
-    """Train (or reuse) the SAE for `settings.layer` of `adapter` on `corpus`, into folder `out`.
+    """Train (or reuse) the SAE for `settings.layer` of `adapter` on `corpus`, into `out/<hookpoint>/`.
 
     `out` is created by radsteer: an existing folder without radsteer's `radsteer.json` is never
     touched; one trained with other settings is replaced only with `force`.
@@ -180,15 +192,16 @@ def train_sae(
     if not corpus.is_file():
         raise RadsteerError(f"corpus not found: {corpus} (a JSONL file with one {{\"id\", \"text\"}} per line)")
     adapter.layer(settings.layer)  # a clear error for a layer the model lacks
+    hook = hookpoint(adapter, settings.layer)
     corpus_sha = sha256_file(corpus)
     key = training_key(adapter, corpus_sha, settings)
     if out.exists():
-        meta = read_meta(out)
-        if meta is None:
-            raise RadsteerError(f"{out} exists and was not written by `radsteer sae train`; it is left untouched: "
-                                f"choose another --out")
+        meta = read_meta(out / hook)
+        if meta is None or sorted(p.name for p in out.iterdir()) != [hook]:
+            raise RadsteerError(f"{out} exists and was not written by `radsteer sae train` for layer {settings.layer}; "
+                                f"it is left untouched: choose another --out")
         if meta.get("key") == key:
-            return TrainedSAE(out, meta, reused=True)
+            return TrainedSAE(out / hook, meta, reused=True)
         if not force:
             raise RadsteerError(f"{out} holds an SAE trained from another corpus or settings "
                                 f"(corpus {meta.get('corpus_sha256', '?')[:12]}…): pass --force to replace it")
@@ -217,10 +230,10 @@ def train_sae(
     start = time.perf_counter()
     precision = torch.get_float32_matmul_precision()
     try:
-        with cut_after_layer(adapter, settings.layer) as (base, hookpoint):
+        with cut_after_layer(adapter, settings.layer) as base:
             cfg = TrainConfig(
                 SaeConfig(expansion_factor=settings.expansion_factor, k=settings.k),
-                batch_size=settings.batch_size, lr=settings.lr, hookpoints=[hookpoint],
+                batch_size=settings.batch_size, lr=settings.lr, hookpoints=[hook],
                 init_seeds=[settings.seed], exclude_tokens=[sep], log_to_wandb=False,
                 save_dir=str(work), run_name="run", save_every=10**9,
             )
@@ -234,7 +247,7 @@ def train_sae(
                 finally:
                     os.environ.pop("TQDM_DISABLE", None)
         torch.set_float32_matmul_precision(precision)  # sparsify sets "high" process-wide
-        folder = work / "run" / hookpoint
+        folder = work / "run" / hook
         sae = SparseCoder.load_from_disk(folder)
         fvu = heldout_fvu(sae, adapter, settings.layer, held, sep)
         meta = {
@@ -242,21 +255,21 @@ def train_sae(
             "corpus": str(corpus.resolve()), "corpus_sha256": corpus_sha, "model": adapter.name,
             "model_path": adapter.path, "dtype": str(adapter.dtype).removeprefix("torch."),
             "layer": settings.layer, "layer_module": adapter.layer_module_path(settings.layer),
-            "hookpoint": hookpoint, "settings": settings.describe(), "num_latents": int(sae.num_latents),
+            "hookpoint": hook, "settings": settings.describe(), "num_latents": int(sae.num_latents),
             "n_tokens": int((train != sep).sum()), "n_heldout_tokens": int((held != sep).sum()),
             "fvu_heldout": fvu, "seconds": time.perf_counter() - start,
         }
         stage = out.with_name(f".{out.name}.new-{os.getpid()}")
         shutil.rmtree(stage, ignore_errors=True)
-        stage.mkdir(parents=True)
+        (stage / hook).mkdir(parents=True)
         for name in ("cfg.json", "sae.safetensors"):
-            shutil.copyfile(folder / name, stage / name)
-        (stage / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            shutil.copyfile(folder / name, stage / hook / name)
+        (stage / hook / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         _replace_dir(stage, out)
     finally:
         torch.set_float32_matmul_precision(precision)
         shutil.rmtree(work, ignore_errors=True)
-    return TrainedSAE(out, meta, reused=False)
+    return TrainedSAE(out / hook, meta, reused=False)
 
 
 def _replace_dir(stage: Path, out: Path) -> None:
