@@ -135,7 +135,7 @@ def test_cli_trains_and_reports_errors_in_one_line(model_dir, corpus, tmp_path, 
     assert main(args) == 0
     assert "radsteer sae: SAE 64 latents (k=2) at model.layers.2" in capsys.readouterr().out
     assert load_feature_bank(tmp_path / "s" / "layers.2").layer == 2
-    assert main([*args[:8], str(tmp_path / "missing.jsonl"), *args[9:]]) == 2
+    assert main([*args[:7], str(tmp_path / "missing.jsonl"), *args[8:]]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing.jsonl" in err[0] and "file not found" in err[0]
     assert main(["sae", "train", "--corpus", str(corpus), "--layer", "1", "--out", str(tmp_path / "x"),
