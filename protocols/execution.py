@@ -8,39 +8,27 @@ dispatches whole cases (steering.distributed).
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from dataclasses import fields, replace
 from functools import partial
 from typing import Any
 
 from protocols.study import Study
-from steering.distributed import EXECUTORS, ExecutionOptions, RaySweep, RaySweepReport, check_store_for_ray
+from steering.distributed import ExecutionOptions, RaySweep, RaySweepReport, check_store_for_ray
 from steering.store import resolve_url
 
 
-def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--executor", choices=EXECUTORS, default=None,
-                        help="local: this process (default); ray: worker actors (pip install radsteer[distributed])")
-    parser.add_argument("--ray-address", default=None, metavar="ADDR",
-                        help="join this Ray cluster (default: start a local Ray for the run)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N", help="Ray workers (default 2)")
-
-
-def execution_options(study: Study, args: argparse.Namespace | None = None) -> ExecutionOptions:
-    """The protocol's `execution:` section, overridden by --executor / --ray-address / --workers."""
+def execution_options(study: Study, config: Any = None) -> ExecutionOptions:
+    """The protocol's `execution:` section, with the resolved --executor / --ray-address / --workers
+    (protocols.config) on top; an address alone means Ray."""
     section = study.protocol.execution.model_dump()
     opts = ExecutionOptions(**{f.name: section[f.name] for f in fields(ExecutionOptions) if f.name in section})
-    if args is not None:
-        over = {"executor": getattr(args, "executor", None), "address": getattr(args, "ray_address", None),
-                "workers": getattr(args, "workers", None)}
+    if config is not None:
+        over = {"executor": config.get("execution.executor"), "address": config.get("execution.address"),
+                "workers": config.get("execution.workers")}
         opts = replace(opts, **{k: v for k, v in over.items() if v is not None})
-        if over["address"] is not None and getattr(args, "executor", None) is None:
-            opts = replace(opts, executor="ray")  # an address means Ray
-    if opts.workers < 1:
-        from steering.errors import RadsteerError
-
-        raise RadsteerError(f"--workers must be ≥ 1, not {opts.workers}")
+        if opts.address and config.sources.get("execution.executor") != "flag":
+            opts = replace(opts, executor="ray")
     return opts
 
 

@@ -51,13 +51,21 @@ class EngineInfo:
     layer_module: str
     settings_hash: str
     describe: dict[str, Any]
+    dtype: str
+    device: str
+    prompt: str | None
+    cpu: dict[str, Any]
 
 
 def engine_info(engine: Any) -> EngineInfo:
+    from steering.cpu import cpu_info  # imports torch: only where a model runs
+
     adapter = engine.adapter
     return EngineInfo(name=adapter.name, path=str(adapter.path) if adapter.path else None,
                       layer_module=adapter.layer_module_path(engine.spec.layer),
-                      settings_hash=engine.settings_hash(), describe=engine.describe())
+                      settings_hash=engine.settings_hash(), describe=engine.describe(),
+                      dtype=str(adapter.dtype).removeprefix("torch."), device=str(adapter.device),
+                      prompt=getattr(adapter, "prompt_style", None), cpu=cpu_info())
 
 
 @dataclass

@@ -198,3 +198,60 @@ class StudyStore(ReaderStudyMixin):
         out = steered.merge(base, on=["case_id", "settings_hash"], how="left")
         out = out.merge(f[["feature_id", "description", "target_concepts"]], on="feature_id", how="left")
         return out.reset_index(drop=True)
+
+    # ---- feature interpretation (issue 13) --------------------------------------------------
+
+    def mined_feature_ids(self) -> list[str]:
+        """Ids of every feature with stored contexts (`radsteer mine`), sorted."""
+        t = schema.feature_contexts
+        with self.engine.connect() as conn:
+            return sorted(r[0] for r in conn.execute(select(t.c.feature_id).distinct()))
+
+    def feature_contexts_by_feature(self, feature_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Stored contexts of these features, grouped by feature, each in (kind, rank) order."""
+        t = schema.feature_contexts
+        out: dict[str, list[dict[str, Any]]] = {f: [] for f in feature_ids}
+        with self.engine.connect() as conn:
+            for i in range(0, len(feature_ids), 500):
+                part = list(feature_ids[i : i + 500])
+                stmt = select(t).where(t.c.feature_id.in_(part)).order_by(t.c.feature_id, t.c.kind, t.c.rank)
+                for r in conn.execute(stmt):
+                    out[r.feature_id].append(dict(r._mapping))
+        return out
+
+    def feature_stats_by_feature(self) -> dict[str, dict[str, Any]]:
+        return {r["feature_id"]: r for r in self.rows("feature_stats")}
+
+    def interpretation_hashes(self, explainer: str) -> dict[str, str]:
+        """feature_id → settings hash of the stored interpretations by `explainer` (what resumes)."""
+        t = schema.feature_interpretations
+        stmt = select(t.c.feature_id, t.c.settings_hash).where(t.c.explainer == explainer, t.c.error.is_(None))
+        with self.engine.connect() as conn:
+            return {r.feature_id: r.settings_hash for r in conn.execute(stmt)}
+
+    def add_interpretations(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        exchanges: Sequence[Mapping[str, Any]] = (),
+        features: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        """Store finished interpretations, their raw exchanges and the features' new description,
+        targets, explainer and F1 (`features` rows: feature_id, source, bank_index, description,
+        target_concepts, interpretability, explainer; description/targets left out of a row keep
+        the stored ones) in one transaction."""
+        with self.transaction() as conn:
+            self.upsert("feature_interpretations", list(rows), key=["feature_id", "explainer"], conn=conn)
+            if exchanges:
+                self.upsert("interpretation_exchanges", list(exchanges),
+                            key=["feature_id", "explainer", "stage", "batch"], conn=conn)
+            groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+            for f in features:  # rows with the same columns are upserted together
+                groups.setdefault(tuple(sorted(f)), []).append(f)
+            for group in groups.values():
+                self.upsert("features", group, key=["feature_id"], conn=conn)
+
+    def interpretations(self, explainer: str | None = None) -> pd.DataFrame:
+        """The `feature_interpretations` table (optionally one explainer's rows)."""
+        df = self.dataframe("feature_interpretations")
+        return df if explainer is None else df[df.explainer == explainer].reset_index(drop=True)
+
