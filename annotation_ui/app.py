@@ -408,8 +408,10 @@ class AnnotationApp:
             with gr.Row():
                 gr.HTML("<h2 style='margin:0'>radsteer reader study</h2>")
                 who = gr.HTML()
-            mode = gr.Radio(choices=[(MODES[t], t) for t in self.tasks], label="Task", elem_id="rs-task",
+            # every mode of this server (Gradio checks values against these); each user sees their own
+            mode = gr.Radio(choices=[(MODES[t], t) for t in (*self.tasks, ADJ)], label="Task", elem_id="rs-task",
                             visible=len(self.tasks) > 1)
+            mode_text = gr.Textbox(visible=False)  # the API's free-text task: validated here, not by Gradio
             ref = gr.Textbox(visible=False, elem_id="rs-ref")
             prog = gr.HTML(elem_id="rs-progress-box")
             header = gr.HTML(elem_id="rs-header")
@@ -447,7 +449,8 @@ class AnnotationApp:
                     legend]
             opts = dict(queue=False, concurrency_limit=None)
             demo.load(self.on_load, None, [*outs, who, admin_col, admin_table], api_visibility="private", **opts)
-            mode.input(self.on_switch, [mode], outs, api_name="next_item", **opts)
+            mode.input(self.on_switch, [mode], outs, api_visibility="private", **opts)
+            gr.Button(visible=False).click(self.on_switch, [mode_text], outs, api_name="next_item", **opts)
             submit.click(self.on_submit, [ref, *radios, comment, flagged], outs, api_name="submit", **opts)
             skip.click(self.on_skip, [ref], outs, api_name="skip", **opts)
             back.click(self.on_back, [ref], outs, api_name="back", **opts)
