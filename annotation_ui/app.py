@@ -37,7 +37,7 @@ from annotation_ui.service import AnnotationService, ItemView  # noqa: E402
 from annotation_ui.sessions import Sessions  # noqa: E402
 from annotation_ui.throttle import LoginThrottle  # noqa: E402
 from steering.errors import RadsteerError  # noqa: E402
-from steering.store import StudyStore  # noqa: E402
+from steering.store import StudyStore, has_study  # noqa: E402
 
 LOCAL_USER = "local"
 """The single annotator of an app served on loopback without an annotators file."""
@@ -491,7 +491,7 @@ def open_app(run_dir: str | Path, tasks: str | tuple[str, ...] = TASKS, *, annot
              show_automated: bool = False, assignments: str | Path | None = None) -> AnnotationApp:
     """The app of the study in `run_dir` (annotators file: given, or RUN_DIR/annotators.json if present)."""
     run_dir = Path(run_dir)
-    if not (run_dir / "study.sqlite").exists():
+    if not has_study(run_dir):
         raise RadsteerError(f"{run_dir}: no study.sqlite here; run `radsteer sweep` first or check the path")
     path = Path(annotators) if annotators else run_dir / "annotators.json"
     if annotators and not path.exists():

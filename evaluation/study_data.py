@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from steering.store import DB_FILENAME, StudyStore, read_manifest
+from steering.store import DB_FILENAME, StudyStore, has_study, read_manifest
 
 LABELS: tuple[str, ...] = ("on", "off", "both", "none")
 AUTOMATED_METHODS: tuple[str, ...] = ("entity_diff", "llm_judge", "combined")
@@ -130,7 +130,7 @@ def load_study(run_dir: str | Path) -> StudyData:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run directory (give the directory that holds {DB_FILENAME})")
-    if not (run_dir / DB_FILENAME).exists():
+    if not has_study(run_dir):
         raise FileNotFoundError(f"{run_dir}: no {DB_FILENAME} here — run `radsteer sweep` first or give the run directory")
     store = StudyStore.open(run_dir)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from protocols.errors import RadsteerError
@@ -27,8 +28,14 @@ COMMANDS: dict[str, str] = {
     "mine": "top-activating contexts of every feature over a corpus of reports",
     "activations": "read steered texts back through the model: the target feature's activation",
     "vectors": "build concept vectors (difference of means) in the SAELens layout",
+    "sae": "train a TopK SAE on a model's steering layer over a report corpus (EleutherAI sparsify)",
+    "interpret": "explain every mined feature and score the explanations by detection (F1)",
     "concepts": "list and search the concepts a feature may target (findings, devices, longitudinal, textual)",
 }
+
+
+STORE_COMMANDS = ("sweep", "evaluate", "annotate", "stats", "report", "run", "demo", "mine", "activations")
+"""Commands that open a study's store, and so take --store-url."""
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -53,7 +60,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module = importlib.import_module(f"protocols.commands.{name}")
     module.add_arguments(subparsers[name])
+    _one_line_warnings(name)
+    if name in STORE_COMMANDS:
+        subparsers[name].add_argument(
+            "--store-url", default=None, metavar="URL",
+            help="the study's database, e.g. postgresql+psycopg://user@host/db (default: $RADSTEER_STORE_URL, "
+                 "the URL recorded in the run directory, else RUN_DIR/study.sqlite)")
     args = parser.parse_args(argv)
+    if getattr(args, "store_url", None):
+        from steering.store.location import STORE_URL_ENV
+
+        os.environ[STORE_URL_ENV] = args.store_url  # every StudyStore.open of this process, and its workers
     try:
         return int(module.run(args) or 0)
     except RadsteerError as exc:
@@ -63,6 +80,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"radsteer {name}: interrupted; everything finished so far is stored — run again to resume",
               file=sys.stderr)
         return 130
+
+
+def _one_line_warnings(name: str) -> None:
+    """radsteer's own warnings print as one line, like its errors (no source line, no traceback)."""
+    import warnings
+
+    from steering.errors import RadsteerWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, RadsteerWarning):
+            print(f"radsteer {name}: warning: {message}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 if __name__ == "__main__":

@@ -78,11 +78,11 @@ def _dotted(loc: tuple) -> str:
     return out or "(top level)"
 
 
-def _expand_env(value: Any, path: tuple, file: Path, lines: dict[tuple, int]) -> Any:
+def _expand_env(value: Any, path: tuple, file: Path, lines: dict[tuple, int], strict: bool = True) -> Any:
     if isinstance(value, dict):
-        return {k: _expand_env(v, (*path, k), file, lines) for k, v in value.items()}
+        return {k: _expand_env(v, (*path, k), file, lines, strict) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v, (*path, i), file, lines) for i, v in enumerate(value)]
+        return [_expand_env(v, (*path, i), file, lines, strict) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
@@ -92,6 +92,8 @@ def _expand_env(value: Any, path: tuple, file: Path, lines: dict[tuple, int]) ->
             return os.environ[name]
         if default is not None:
             return default
+        if not strict:
+            return m.group(0)
         raise RadsteerError(
             f"{file}:{_line_of(lines, path)}: {_dotted(path)}: environment variable {name} is not set"
         )
@@ -99,7 +101,9 @@ def _expand_env(value: Any, path: tuple, file: Path, lines: dict[tuple, int]) ->
     return _ENV.sub(sub, value)
 
 
-def load_protocol(path: str | os.PathLike[str]) -> LoadedProtocol:
+def load_protocol(path: str | os.PathLike[str], *, strict_env: bool = True) -> LoadedProtocol:
+    """Load and validate; `strict_env=False` leaves unset ${VARS} as written (reading a frozen
+    protocol's settings on a machine that lacks the run's environment)."""
     file = Path(path)
     if not file.exists():
         raise RadsteerError(f"protocol file not found: {file}")
@@ -117,8 +121,9 @@ def load_protocol(path: str | os.PathLike[str]) -> LoadedProtocol:
     if not isinstance(data, dict):
         raise RadsteerError(f"{file}: a protocol must be a YAML mapping of fields")
     lines = _line_index(node) if node is not None else {}
-    data = _expand_env(data, (), file, lines)
+    data = _expand_env(data, (), file, lines, strict_env)
     _merge_items_file(data, file, lines)
+    _merge_selection(data, file, lines)
     try:
         protocol = Protocol.model_validate(data)
     except ValidationError as exc:
@@ -157,14 +162,45 @@ def _merge_items_file(data: dict[str, Any], file: Path, lines: dict[tuple, int])
         if not isinstance(loaded, list):
             raise RadsteerError(f"{path}: must hold a list of features ({{id, description, targets}})")
         items = [(i + 1, item) for i, item in enumerate(loaded)]
+    from evaluation.vocabulary import UnknownConceptError, load_vocabulary
+
     for n, item in items:
+        label = "line" if path.suffix == ".jsonl" else "item"
         try:
-            FeatureSpec.model_validate(item)
+            spec = FeatureSpec.model_validate(item)
         except ValidationError as exc:
             err = exc.errors()[0]
-            label = "line" if path.suffix == ".jsonl" else "item"
             raise RadsteerError(f"{path}: {label} {n}: {_dotted(tuple(err['loc']))}: {err['msg']}") from None
+        for j, name in enumerate(spec.targets):  # named here, with the file's own line
+            try:
+                load_vocabulary().resolve_one(name)
+            except UnknownConceptError as exc:
+                raise RadsteerError(f"{path}: {label} {n}: targets[{j}]: {exc}") from None
     features["items"] = [*(features.get("items") or []), *(item for _, item in items)]
+
+
+def _merge_selection(data: dict[str, Any], file: Path, lines: dict[tuple, int]) -> None:
+    """Append the features chosen by `features.select` from an interpretations.csv to `features.items`
+    (explicit items first and unchanged; the chosen ones in order of F1)."""
+    features = data.get("features")
+    if not isinstance(features, dict) or not isinstance(features.get("select"), dict):
+        return
+    from protocols.schema import FeatureSelect
+    from protocols.selection import select_features
+
+    try:
+        spec = FeatureSelect.model_validate(features["select"])
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ("features", "select", *err["loc"])
+        raise RadsteerError(f"{file}:{_line_of(lines, loc)}: {_dotted(loc)}: "
+                            f"{err['msg'].removeprefix('Value error, ')}") from None
+    where = f"{file}:{_line_of(lines, ('features', 'select', 'interpretations'))}: features.select.interpretations"
+    path = Path(spec.interpretations).expanduser()
+    path = path if path.is_absolute() else file.parent / path
+    explicit = {str(i.get("id")) for i in (features.get("items") or []) if isinstance(i, dict)}
+    chosen = select_features(path, spec, where=where, exclude=explicit)
+    features["items"] = [*(features.get("items") or []), *chosen]
 
 
 def _cross_checks(p: Protocol) -> list[tuple[tuple, str]]:
@@ -179,4 +215,7 @@ def _cross_checks(p: Protocol) -> list[tuple[tuple, str]]:
                             f"unknown feature id {item.id!r}: not among features.concepts ({', '.join(known)})"))
     if p.layer < 0:
         out.append((("layer",), f"layer must be ≥ 0 (0-based index of the decoder layer), not {p.layer}"))
+    from protocols.targets import target_errors
+
+    out.extend(target_errors(p))  # unknown target concepts, with the nearest known names
     return out

@@ -16,7 +16,7 @@ from pathlib import Path
 from protocols.model_facts import ModelShape, model_shape
 from protocols.study import Study
 from steering.errors import RadsteerError
-from steering.store import DB_FILENAME, StudyStore, read_manifest
+from steering.store import StudyStore, has_study, read_manifest
 
 
 @dataclass
@@ -50,6 +50,7 @@ def check_study(study: Study) -> CheckedStudy:
         if state != "current":
             if not p.features.concepts:
                 study.check_concept_vectors()  # raises: nothing to build them from
+            study.check_vectors_target()  # raises: features.path holds files radsteer did not write
             warnings.append(f"concept vectors are {state} at {study.bank_path()}: `radsteer run` builds them "
                             f"(or `radsteer vectors build {loaded.path}`)")
     if state in ("sae", "current"):
@@ -109,8 +110,9 @@ class CostPlan:
         return out
 
 
-def plan_costs(checked: CheckedStudy) -> CostPlan:
-    """Count the rows, tokens and judge calls of a run without loading a model or writing."""
+def plan_costs(checked: CheckedStudy, config=None) -> CostPlan:
+    """Count the rows, tokens and judge calls of a run without loading a model or writing
+    (`config`: the run's resolved settings, whose judge may differ from the protocol's)."""
     from steering.engine import plan_rows
 
     study = checked.study
@@ -118,9 +120,12 @@ def plan_costs(checked: CheckedStudy) -> CostPlan:
     rows = plan_rows(list(study.cases), checked.feature_ids, p.alphas)
     stored: set[tuple[str, str, float]] = set()
     judged: set[tuple[str, str, float]] = set()
-    db = study.run_dir / DB_FILENAME
-    judge = p.evaluation.judge.model if p.evaluation.judge is not None else None
-    if db.exists():
+    if config is not None:
+        judge_config = config.judge_config()
+        judge = judge_config.model if judge_config is not None else None
+    else:
+        judge = p.evaluation.judge.model if p.evaluation.judge is not None else None
+    if has_study(study.run_dir):
         # check_run_dir has ensured the same protocol, hence the same settings hash as recorded
         settings_hash = read_manifest(study.run_dir).get("settings_hash")
         with StudyStore.open(study.run_dir) as store:

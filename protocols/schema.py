@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from protocols.config import default as _default  # settings a command flag can also set: one default
+
 
 def _no_bool(v: object) -> object:
     # YAML reads yes/no/on/off as booleans; pydantic would quietly turn them into 1.0/0.0.
@@ -30,8 +32,12 @@ class _Strict(BaseModel):
 class ModelSpec(_Strict):
     kind: Literal["maira2", "hf_causal_lm", "demo"]
     path: str | None = None  # a local directory (not needed for `demo`)
-    dtype: str = "auto"  # auto → bf16 on GPU, fp32 on CPU
+    dtype: str = "auto"  # auto → bf16 on a GPU and on CPUs with bf16 matrix support, else fp32
     device: str = "auto"
+    # How a text-only model is asked: "auto" (its chat template if it has one), "chat", "completion"
+    # (the plain sections) or "few_shot" (example cases ending in `FINDINGS:`, for small base/chat
+    # models that otherwise answer *about* reports; pair it with `generation.stop`).
+    prompt: Literal["auto", "chat", "completion", "few_shot"] = "auto"
 
     @model_validator(mode="after")
     def _path_needed(self) -> ModelSpec:
@@ -61,16 +67,29 @@ class ConceptExample(_Strict):
     negative: list[str] = Field(min_length=1)
 
 
+class FeatureSelect(_Strict):
+    """Steer the interpretable features, as the paper did: take items, descriptions and targets
+    from a `radsteer interpret` run's interpretations.csv (merged into `items` at load time, so
+    the protocol hash covers them; the selection is also recorded in the manifest)."""
+
+    interpretations: str  # path to interpretations.csv (relative to the protocol file)
+    min_f1: float = Field(default=0.75, ge=0, le=1)
+    max_features: int | None = Field(default=50, ge=1)  # the best by F1 (ties: feature id)
+    concepts: list[Literal["finding", "device", "longitudinal", "textual"]] | None = None  # target categories
+    explainer: Literal["llm", "lexicon"] | None = None  # only this explainer's rows
+
+
 class FeatureSource(_Strict):
     source: Literal["sae", "concept"]
     path: str  # SAE file/folder, or the folder concept vectors are written to / read from
-    format: Literal["auto", "dictionary_learning", "saelens"] = "auto"
+    format: Literal["auto", "dictionary_learning", "saelens", "sparsify"] = "auto"
     normalisation_factor: Number | None = None
-    items: list[FeatureSpec] = Field(min_length=1)
+    items: list[FeatureSpec] = Field(default_factory=list)  # steered features (a protocol that only mines/interprets may list none)
     # A YAML list or JSONL file of more items ({id, description, targets}), merged into `items` at
     # load time (so the protocol hash covers them) — e.g. features picked from an SAE's interpretations.
     items_file: str | None = None
     concepts: list[ConceptExample] = Field(default_factory=list)  # how concept vectors are built
+    select: FeatureSelect | None = None  # items chosen from interpretations (see FeatureSelect)
     # Concept vectors: unit direction × median residual-token norm at the layer ("median_norm",
     # so α is in typical residual norms), or the plain difference of means ("raw").
     concept_scale: Literal["median_norm", "raw"] = "median_norm"
@@ -105,6 +124,18 @@ class GenerationOptions(_Strict):
     seed: int = 0
     # rows per generate call; "auto": calibrated on the sweep's first batches (steering/batching.py)
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    # Stop sequences: a row ends at the first one it writes (not included in its text), each row
+    # on its own in a batch. E.g. ["\n\n"] ends a few-shot findings section at the blank line.
+    stop: list[str] = Field(default_factory=list, max_length=16)
+    # > 0: no row repeats an n-gram of its own generated text (greedy small models loop otherwise).
+    no_repeat_ngram_size: int = Field(default=0, ge=0, le=64)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_not_empty(cls, v: list[str]) -> list[str]:
+        if any(not s for s in v):
+            raise ValueError("a stop sequence must not be empty")
+        return v
 
 
 class SplitOptions(_Strict):
@@ -122,10 +153,10 @@ class CaseSource(_Strict):
 class JudgeOptions(_Strict):
     base_url: str | None = None  # any OpenAI-compatible endpoint; None → OpenAI
     model: str
-    api_key_env: str | None = "OPENAI_API_KEY"  # the NAME of the variable, never the key; null: keyless server
-    concurrency: int = Field(default=8, ge=1, le=256)
-    timeout_s: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=4, ge=0)
+    api_key_env: str | None = _default("judge.api_key_env")  # the variable's NAME, never the key; null: keyless
+    concurrency: int = Field(default=_default("judge.concurrency"), ge=1, le=256)
+    timeout_s: float = Field(default=_default("judge.timeout_s"), gt=0)
+    max_retries: int = Field(default=_default("judge.max_retries"), ge=0)
     max_calls: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
 
@@ -136,7 +167,7 @@ class JudgeOptions(_Strict):
 
 
 class EvaluationOptions(_Strict):
-    extractor: str = "lexicon"  # a name in evaluation.extractors (built-ins and `radsteer.extractors` plugins)
+    extractor: str = _default("evaluate.extractor")  # a name in evaluation.extractors (built-ins and `radsteer.extractors` plugins)
     radgraph_cache: str | None = None
     judge: JudgeOptions | None = None
 
@@ -161,8 +192,8 @@ class AnnotationOptions(_Strict):
 
 class ReportOptions(_Strict):
     title: str | None = None
-    examples: int = Field(default=12, ge=0)
-    multiplicity: Literal["holm", "fdr_bh"] = "holm"
+    examples: int = Field(default=_default("report.examples"), ge=0)
+    multiplicity: Literal["holm", "fdr_bh"] = _default("stats.correction")
 
 
 class Protocol(_Strict):

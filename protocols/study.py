@@ -15,11 +15,29 @@ from typing import Any
 
 from protocols.cases import assign_splits, read_cases_jsonl
 from protocols.loader import LoadedProtocol, load_protocol
+from protocols.selection import selection_record
+from protocols.targets import resolved_targets
 from steering.errors import RadsteerError
 from steering.store import StudyStore, build_manifest, read_manifest, write_manifest
+from steering.store.files import check_replaceable_dir, replace_dir
 from steering.store.manifest import sha256_path
 
 PROTOCOL_FILENAME = "protocol.yaml"
+CONCEPT_VECTORS_KIND = "concept_vectors"
+
+
+def _is_concept_vector_folder(folder: Path) -> bool:
+    """A folder radsteer wrote before it marked its outputs: only cfg.json and the weights, the
+    cfg.json carrying radsteer's block for concept vectors."""
+    from steering.sae_loaders import SAELENS_CFG, SAELENS_WEIGHTS
+
+    if {p.name for p in folder.iterdir()} - {SAELENS_CFG, SAELENS_WEIGHTS}:
+        return False
+    try:
+        cfg = json.loads((folder / SAELENS_CFG).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and isinstance(cfg.get("radsteer"), dict) and cfg["radsteer"].get("source") == "concept"
 
 
 @dataclass
@@ -111,16 +129,40 @@ class Study:
         if not fs.concepts:
             raise RadsteerError(f"{self.loaded.where('features')}: no features.concepts to build vectors from "
                                 f"(list each concept's positive and negative example sentences)")
+        self.check_vectors_target()
         bank = build_concept_vectors(adapter, self.concepts(), self.protocol.layer,
                                      scale=fs.concept_scale, batch_size=batch_size)
-        target = self.bank_path()
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_saelens(bank, tmp, hook_name=adapter.layer_module_path(self.protocol.layer))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
+        replace_dir(self.bank_path(), CONCEPT_VECTORS_KIND,
+                    lambda tmp: save_saelens(bank, tmp, hook_name=adapter.layer_module_path(self.protocol.layer)),
+                    what="concept vectors", where=self.loaded.where("features", "path"),
+                    recognise=_is_concept_vector_folder)
         return bank
+
+    def check_vectors_target(self) -> None:
+        """features.path must be missing, empty or radsteer's own concept vectors: radsteer never
+        deletes a folder it did not write (with `path: .` that would be the study itself)."""
+        check_replaceable_dir(self.bank_path(), CONCEPT_VECTORS_KIND, what="concept vectors",
+                              where=self.loaded.where("features", "path"), recognise=_is_concept_vector_folder)
+
+    def ensure_concept_vectors(self, *, force: bool = False, batch_size: int = 16, adapter=None,
+                               echo=print):
+        """Build the concept vectors unless current ones exist (or `force`); returns (bank or None, adapter)."""
+        fs = self.protocol.features
+        if fs.source != "concept":
+            raise RadsteerError(f"{self.loaded.where('features', 'source')}: `vectors build` needs source: concept")
+        if not fs.concepts:
+            raise RadsteerError(f"{self.loaded.where('features')}: no features.concepts to build vectors from")
+        if self.concept_vectors_state() == "current" and not force:
+            echo(f"radsteer vectors: {self.bank_path()} is up to date (use --force to rebuild)")
+            return None, adapter
+        self.check_vectors_target()  # before the model is loaded: refuse a folder radsteer did not write
+        adapter = adapter or self.load_adapter()
+        bank = self.build_concept_vectors(adapter, batch_size=batch_size)
+        prov = bank.provenance
+        echo(f"radsteer vectors: {bank.n_features} concept vectors ({', '.join(bank.ids)}) at layer "
+             f"{self.protocol.layer} of {adapter.name}, scaled to the median token norm "
+             f"{prov['median_token_norm']:.1f} ({prov['scale']}), written to {self.bank_path()}")
+        return bank, adapter
 
     def check_concept_vectors(self) -> None:
         """Concept vectors must exist and match the protocol's sentences, layer and scale."""
@@ -192,7 +234,8 @@ class Study:
         from steering.models import load_adapter
 
         m = self.protocol.model
-        return load_adapter(m.kind, self.loaded.resolve(m.path) if m.path else None, dtype=m.dtype, device=m.device)
+        return load_adapter(m.kind, self.loaded.resolve(m.path) if m.path else None, dtype=m.dtype, device=m.device,
+                            prompt=m.prompt)
 
     def engine(self, adapter, bank):
         from steering.engine import GenerationSettings, SteeringEngine, SteeringSpec
@@ -203,13 +246,18 @@ class Study:
                             positions=p.steering.positions, exclude=tuple(p.steering.exclude))
         g = p.generation
         settings = GenerationSettings(max_new_tokens=g.max_new_tokens, do_sample=g.do_sample,
-                                      temperature=g.temperature, top_p=g.top_p, seed=g.seed)
+                                      temperature=g.temperature, top_p=g.top_p, seed=g.seed, stop=tuple(g.stop),
+                                      no_repeat_ngram_size=g.no_repeat_ngram_size)
         return SteeringEngine(adapter, bank, spec=spec, settings=settings, batch_size=g.batch_size)
 
     def planned_rows(self, bank):
         from steering.engine import plan_rows
 
-        return plan_rows(list(self.cases), self.feature_ids(bank), self.protocol.alphas)
+        ids = self.feature_ids(bank)
+        if not ids:
+            raise RadsteerError(f"{self.loaded.where('features', 'items')}: no features to steer: list them in "
+                                f"features.items or choose them from interpretations with features.select")
+        return plan_rows(list(self.cases), ids, self.protocol.alphas)
 
     # -- the run directory ------------------------------------------------------------------
     def check_run_dir(self) -> None:
@@ -228,6 +276,8 @@ class Study:
 
     def record(self, store: StudyStore, engine, bank) -> None:
         """Freeze the protocol, write the manifest, register cases and features."""
+        from steering.cpu import cpu_info  # imports torch: only where a model runs
+
         self.check_run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         frozen = self.run_dir / PROTOCOL_FILENAME
@@ -240,7 +290,10 @@ class Study:
             protocol_hash=self.loaded.canonical_hash(),
             protocol_path=str(self.loaded.path),
             model={"kind": self.protocol.model.kind, "name": adapter.name, "path": model_path,
-                   "sha256": sha256_path(model_path) if model_path and Path(model_path).exists() else None},
+                   "sha256": sha256_path(model_path) if model_path and Path(model_path).exists() else None,
+                   "dtype": str(adapter.dtype).removeprefix("torch."), "dtype_requested": self.protocol.model.dtype,
+                   "device": str(adapter.device), "prompt": getattr(adapter, "prompt_style", None)},
+            cpu=cpu_info(),
             feature_bank={"path": str(self.bank_path()), "source": bank.source, "sha256": bank.provenance.get("sha256"),
                           "format": bank.provenance.get("format"), "n_features": bank.n_features},
             layer=self.protocol.layer,
@@ -251,6 +304,8 @@ class Study:
             engine=engine.describe(),
             seeds={"protocol": self.protocol.seed, "generation": self.protocol.generation.seed,
                    "split": self.protocol.cases.split.seed},
+            feature_selection=selection_record(self.loaded),
+            target_concepts=resolved_targets(self.protocol),  # feature id -> concept ids (resolved at load)
         ))
         store.add_cases([{"case_id": cid, "inputs": c, "split": c["split"]} for cid, c in self.cases.items()])
         store.add_features([

@@ -11,6 +11,12 @@ if ! command -v chromium >/dev/null 2>&1; then     # Debian's chromium for the b
     if [ "$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
     else sudo apt-get update -q && sudo apt-get install -y -q chromium; fi
 fi
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+    # Debian's PostgreSQL server: the tests marked `postgres` start one in a temporary directory
+    if [ "$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q postgresql; \
+    else sudo apt-get update -q && sudo apt-get install -y -q postgresql; fi
+fi
+export RADSTEER_REQUIRE_POSTGRES=1 RADSTEER_REQUIRE_RAY=1   # CI runs these tests; never skips them
 python3 -m ruff check .
 # The full offline demo, as a user runs it (README "The offline demo"; ~6 min on 2 cores).
 # It runs before pytest so that pytest's summary stays the last line of the output.

@@ -138,20 +138,32 @@ class ModelAdapter:
         """Input embeddings [B, T, d] for a left-padded batch (`extras[b]` belongs to row b)."""
         return self.model.get_input_embeddings()(input_ids)
 
+    def raw_text(self, token_ids: Sequence[int]) -> str:
+        """Generated tokens as text, untouched (stop sequences are searched in this)."""
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def clean_text(self, text: str) -> str:
+        """What a report's stored text is made of its raw text (here: trimmed)."""
+        return text.strip()
+
     def decode(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True).strip()
+        return self.clean_text(self.raw_text(token_ids))
 
 
 class HFCausalLMAdapter(ModelAdapter):
     """Any Hugging Face causal LM from a local directory; text-only cases.
 
-    The tokenizer's chat template is used when it has one, so instruction-tuned models see the
-    request the way they were trained to.
+    `prompt_style` "auto" uses the tokenizer's chat template when it has one, so instruction-tuned
+    models see the request the way they were trained to; "chat" insists on it, "completion" sends
+    the plain sections, "few_shot" the example studies of `steering.few_shot` ending in `FINDINGS:`.
     """
+
+    prompt_style: str = "auto"
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, *, dtype: str = "auto", device: str = "auto", name: str | None = None
+        cls, path: str | Path, *, dtype: str = "auto", device: str = "auto", name: str | None = None,
+        prompt: str = "auto",
     ) -> HFCausalLMAdapter:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -165,15 +177,26 @@ class HFCausalLMAdapter(ModelAdapter):
         device = resolve_device(device)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device))
         tokenizer = AutoTokenizer.from_pretrained(path)
-        return cls(model.to(device), tokenizer, name=name or path.name, path=str(path))
+        adapter = cls(model.to(device), tokenizer, name=name or path.name, path=str(path))
+        adapter.prompt_style = prompt
+        return adapter
 
     @property
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
     def prompt_ids(self, case: Mapping[str, Any]) -> list[int]:
+        style = self.prompt_style
+        if style not in ("auto", "chat", "completion", "few_shot"):
+            raise RadsteerError(f"unknown prompt style {style!r}: use auto, chat, completion or few_shot")
+        if style == "few_shot" and not case.get("prompt"):
+            from steering.few_shot import few_shot_prompt
+
+            return [int(i) for i in self.tokenizer(few_shot_prompt(case))["input_ids"]]
         text = build_text_prompt(case)
-        if self.has_chat_template:
+        if style == "chat" and not self.has_chat_template:
+            raise RadsteerError(f"{self.name} has no chat template: use prompt: completion or few_shot")
+        if self.has_chat_template and style in ("auto", "chat"):
             ids = self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
             )
@@ -209,9 +232,13 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """bf16 on a GPU, fp32 on the CPU unless asked otherwise."""
+    """`auto`: bf16 on a GPU and on CPUs with native bf16 matrix math (`steering.cpu`), else fp32."""
     if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+        if device.startswith("cuda"):
+            return torch.bfloat16
+        from steering.cpu import cpu_bf16_supported
+
+        return torch.bfloat16 if device == "cpu" and cpu_bf16_supported() else torch.float32
     try:
         return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
                 "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]

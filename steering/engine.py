@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from steering.adapters import ModelAdapter, pad_batch
 from steering.batching import BatchSizer, padding_fraction
@@ -47,6 +47,43 @@ class GenerationSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+    stop: tuple[str, ...] = ()  # a row ends at the first stop sequence it writes (text excludes it)
+    no_repeat_ngram_size: int = 0  # >0: a row never repeats an n-gram of its own generated text
+
+    def describe(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(d["stop"])
+        # Settings left at their "off" value are absent, so studies stored before they existed keep their hash.
+        for key, off in (("stop", []), ("no_repeat_ngram_size", 0)):
+            if d[key] == off:
+                d.pop(key)
+        return d
+
+
+class StopOnSequences(StoppingCriteria):
+    """Per-row stop sequences for a batched `generate`: a row is finished at the step its own
+    generated text first contains one of `stops`; the others go on. The step is remembered, so
+    the row's tokens are cut exactly where a one-row run would have stopped."""
+
+    def __init__(self, stops: Sequence[str], raw_text: Callable[[list[int]], str], n_rows: int) -> None:
+        self.stops = tuple(stops)
+        self.raw_text = raw_text
+        self.stop_at: list[int | None] = [None] * n_rows  # number of new tokens when the row stopped
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.BoolTensor:
+        # With `inputs_embeds`, generate's input_ids hold only the generated tokens.
+        n = input_ids.shape[1]
+        for i, at in enumerate(self.stop_at):
+            if at is None and any(stop in self.raw_text(input_ids[i].tolist()) for stop in self.stops):
+                self.stop_at[i] = n
+        done = torch.tensor([at is not None for at in self.stop_at], dtype=torch.bool, device=input_ids.device)
+        return done  # type: ignore[return-value]
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> str | None:
+    """`text` up to its first stop sequence, or None when it holds none."""
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return text[: min(hits)] if hits else None
 
 
 @dataclass(frozen=True)
@@ -68,7 +105,7 @@ class GenerationResult:
     row: PlannedRow
     text: str
     token_ids: list[int]
-    finish_reason: str  # "eos" | "length"
+    finish_reason: str  # "eos" | "stop" | "length"
     seconds: float  # the batch's wall time shared equally among its rows
 
     @property
@@ -150,7 +187,10 @@ class SteeringEngine:
             "layer": self.spec.layer,
             "layer_module": self.adapter.layer_module_path(self.spec.layer),
             "steering": asdict(self.spec),
-            "generation": asdict(self.settings),
+            "generation": self.settings.describe(),
+            # the weights' dtype decides the text too (absent for float32: older studies keep their hash)
+            **({"dtype": str(self.adapter.dtype).removeprefix("torch.")}
+               if self.adapter.dtype != torch.float32 else {}),
             "normalisation_factor": self.bank.normalisation_factor if self.bank else None,
             "feature_bank": self.bank.provenance.get("sha256") if self.bank else None,
         }
@@ -270,15 +310,19 @@ class SteeringEngine:
         gen_config = GenerationConfig(
             max_new_tokens=self.settings.max_new_tokens, do_sample=False, num_beams=1,
             pad_token_id=pad, eos_token_id=eos or None,
+            no_repeat_ngram_size=self.settings.no_repeat_ngram_size or None,
         )
         processors = LogitsProcessorList()
         if self.settings.do_sample:
             processors.append(SeededSampler([self._row_seed(r) for r in batch],
                                             temperature=self.settings.temperature, top_p=self.settings.top_p))
+        stopper = StopOnSequences(self.settings.stop, adapter.raw_text, len(batch)) if self.settings.stop else None
+        criteria = StoppingCriteriaList([stopper] if stopper else [])
         start = time.perf_counter()
         if all(r.is_baseline for r in batch):
             out = adapter.model.generate(inputs_embeds=embeds, attention_mask=attention_mask,
-                                         generation_config=gen_config, logits_processor=processors)
+                                         generation_config=gen_config, logits_processor=processors,
+                                         stopping_criteria=criteria)
         else:
             vectors, coefficients = self._row_vectors(batch)
             hook = SteeringHook(
@@ -289,14 +333,24 @@ class SteeringEngine:
             )
             with hook:
                 out = adapter.model.generate(inputs_embeds=embeds, attention_mask=attention_mask,
-                                             generation_config=gen_config, logits_processor=processors)
+                                             generation_config=gen_config, logits_processor=processors,
+                                             stopping_criteria=criteria)
         seconds = (time.perf_counter() - start) / len(batch)
         sequences = out if isinstance(out, torch.Tensor) else out.sequences
-        return [self._result(r, sequences[i].tolist(), eos, seconds) for i, r in enumerate(batch)]
+        return [self._result(r, sequences[i].tolist(), eos, seconds, stopper.stop_at[i] if stopper else None)
+                for i, r in enumerate(batch)]
 
-    def _result(self, row: PlannedRow, new_tokens: list[int], eos: list[int], seconds: float) -> GenerationResult:
+    def _result(self, row: PlannedRow, new_tokens: list[int], eos: list[int], seconds: float,
+                stop_at: int | None = None) -> GenerationResult:
         eos_set = set(eos)
         cut = next((i for i, t in enumerate(new_tokens) if t in eos_set), None)
+        if stop_at is not None and (cut is None or stop_at <= cut):
+            # Ended by a stop sequence: keep the tokens written up to it, the text before it.
+            tokens = new_tokens[:stop_at]
+            raw = self.adapter.raw_text(tokens)
+            before = cut_at_stop(raw, self.settings.stop)
+            text = self.adapter.clean_text(raw if before is None else before)
+            return GenerationResult(row=row, text=text, token_ids=tokens, finish_reason="stop", seconds=seconds)
         tokens = new_tokens if cut is None else new_tokens[: cut + 1]
         return GenerationResult(
             row=row, text=self.adapter.decode(tokens), token_ids=tokens,

@@ -10,3 +10,7 @@ class RadsteerError(Exception):
     The message must say what is wrong and where (file, field, line) and, where it helps,
     what to do about it.
     """
+
+
+class RadsteerWarning(UserWarning):
+    """Something the user should know that does not stop the work (the CLI prints it on one line)."""

@@ -16,20 +16,28 @@ import torch
 from steering.errors import RadsteerError
 
 VectorSpace = Literal["residual", "sae_input"]
-Activation = Literal["batchtopk", "topk", "jumprelu", "relu"]
+Activation = Literal["batchtopk", "topk", "abstopk", "groupmax", "jumprelu", "gated", "relu"]
 
 
 @dataclass
 class SAEEncoder:
-    """Reads feature activations from residual-stream vectors.
+    """Reads feature activations from residual-stream vectors, as the SAE's own library does.
 
-    - `batchtopk`: at inference a global threshold replaces the batch top-k
-      (dictionary_learning's BatchTopKSAE/MatryoshkaBatchTopKSAE with `use_threshold=True`);
-    - `topk`: per-token top-k;
-    - `jumprelu`: per-feature thresholds;
-    - `relu`: plain ReLU.
-    Inputs are residual-stream vectors; `input_scale` maps them into the SAE's input space
-    (x / normalisation factor when the SAE was trained on normalised activations).
+    - `relu`: plain ReLU (dictionary_learning AutoEncoder, SAELens standard; a BatchTopK SAE
+      whose global threshold was never set, as dictionary_learning encodes it);
+    - `batchtopk`: ReLU, then the global `threshold` (dictionary_learning BatchTopKSAE and
+      MatryoshkaBatchTopKSAE at inference, `use_threshold=True`);
+    - `jumprelu`: ReLU, kept where the pre-activation exceeds its per-feature `threshold`;
+    - `topk`: per-token top-k of the ReLU (SAELens topk, EleutherAI sparsify);
+    - `abstopk`: per-token top-k by magnitude, sign kept (SAELens abstopk; with k = n it is the
+      identity, which radsteer's concept-vector encoder uses);
+    - `groupmax`: the maximum of each of k equal groups (sparsify `activation: groupmax`);
+    - `gated`: Heaviside gate on `pre + b_gate`, magnitude `relu(pre·exp(r_mag) + b_mag)`
+      (dictionary_learning GatedAutoEncoder, SAELens gated); `b_enc` is zero there.
+    `input_scale` maps residual vectors into the SAE's input space (x / normalisation factor);
+    `feature_scale` multiplies pre-activations before the activation (SAELens
+    `rescale_acts_by_decoder_norm`: the decoder-row norms), and decoding divides by it again;
+    `n_active` zeroes features past it (a Matryoshka SAE with fewer active groups).
     """
 
     W_enc: torch.Tensor  # [d, n]
@@ -40,31 +48,66 @@ class SAEEncoder:
     k: int | None = None
     subtract_b_dec: bool = True
     input_scale: float = 1.0
+    feature_scale: torch.Tensor | None = None  # [n]
+    gate: dict[str, torch.Tensor] | None = None  # gated: b_gate, b_mag, r_mag
+    n_active: int | None = None
 
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.W_enc.dtype) * self.input_scale
         if self.subtract_b_dec:
             x = x - self.b_dec
-        return x @ self.W_enc + self.b_enc
+        pre = x @ self.W_enc + self.b_enc
+        if self.feature_scale is not None:
+            pre = pre * self.feature_scale
+        return pre
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.pre_activations(x)
+        acts = self._activate(self.pre_activations(x))
+        if self.n_active is not None and self.n_active < acts.shape[-1]:
+            acts[..., self.n_active:] = 0
+        return acts
+
+    def _activate(self, pre: torch.Tensor) -> torch.Tensor:
         if self.activation == "relu":
             return torch.relu(pre)
         if self.activation == "jumprelu":
             thr = self.threshold if self.threshold is not None else torch.zeros(())
-            return pre * (pre > thr)
+            return torch.relu(pre) * (pre > thr)
         if self.activation == "batchtopk":
             acts = torch.relu(pre)
             if self.threshold is None:
                 raise RadsteerError("a BatchTopK SAE needs its global `threshold` to encode at inference")
             return acts * (acts > self.threshold)
-        if self.activation == "topk":
+        if self.activation in ("topk", "abstopk"):
+            k = min(int(self.k or pre.shape[-1]), pre.shape[-1])
+            if self.activation == "abstopk":
+                idx = pre.abs().topk(k, dim=-1).indices
+                return torch.zeros_like(pre).scatter(-1, idx, pre.gather(-1, idx))
             acts = torch.relu(pre)
-            k = min(int(self.k or acts.shape[-1]), acts.shape[-1])
             top = acts.topk(k, dim=-1)
             return torch.zeros_like(acts).scatter(-1, top.indices, top.values)
+        if self.activation == "groupmax":
+            k = int(self.k or 1)
+            acts = torch.relu(pre)
+            values, idx = acts.unflatten(-1, (k, -1)).max(dim=-1)
+            offsets = torch.arange(0, acts.shape[-1], acts.shape[-1] // k, device=acts.device)
+            return torch.zeros_like(acts).scatter(-1, idx + offsets, values)
+        if self.activation == "gated":
+            if self.gate is None:
+                raise RadsteerError("a gated SAE needs b_gate, b_mag and r_mag to encode")
+            gate = (pre + self.gate["b_gate"] > 0).to(pre.dtype)
+            return gate * torch.relu(pre * self.gate["r_mag"].exp() + self.gate["b_mag"])
         raise RadsteerError(f"unknown SAE activation {self.activation!r}")
+
+    def to(self, device: torch.device | str) -> SAEEncoder:
+        """Move every tensor of the encoder (in place) and return it."""
+        for name in ("W_enc", "b_enc", "b_dec", "threshold", "feature_scale"):
+            value = getattr(self, name)
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+        if self.gate is not None:
+            self.gate = {k: v.to(device) for k, v in self.gate.items()}
+        return self
 
 
 @dataclass
@@ -156,5 +199,8 @@ class FeatureBank:
 
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
         """Reconstruction in the SAE's input space: acts @ W_dec + b_dec."""
-        out = acts.to(self.decoder.dtype) @ self.decoder
+        acts = acts.to(self.decoder.dtype)
+        if self.encoder is not None and self.encoder.feature_scale is not None:
+            acts = acts / self.encoder.feature_scale.to(acts.device)
+        out = acts @ self.decoder
         return out + self.b_dec if self.b_dec is not None else out

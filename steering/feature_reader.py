@@ -102,9 +102,7 @@ class FeatureReader:
         """Move the encoder (or the directions) next to the model, once."""
         enc = self.bank.encoder
         if enc is not None:
-            enc.W_enc, enc.b_enc, enc.b_dec = enc.W_enc.to(device), enc.b_enc.to(device), enc.b_dec.to(device)
-            if isinstance(enc.threshold, torch.Tensor):
-                enc.threshold = enc.threshold.to(device)
+            enc.to(device)
         else:
             self._directions = self._directions.to(device)
         return self

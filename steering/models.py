@@ -8,15 +8,16 @@ from steering.errors import RadsteerError
 MODEL_KINDS = ("demo", "hf_causal_lm", "maira2")
 
 
-def load_adapter(kind: str, path: str | None = None, *, dtype: str = "auto", device: str = "auto") -> ModelAdapter:
+def load_adapter(kind: str, path: str | None = None, *, dtype: str = "auto", device: str = "auto",
+                 prompt: str = "auto") -> ModelAdapter:
     if kind == "demo":
         from steering.demo_model import load_demo_adapter
 
-        return load_demo_adapter(device="cpu" if device == "auto" else device)
+        return load_demo_adapter(device="cpu" if device == "auto" else device, dtype=dtype, prompt=prompt)
     if kind == "hf_causal_lm":
         if not path:
             raise RadsteerError("model kind hf_causal_lm needs a path to a local model directory")
-        return HFCausalLMAdapter.from_pretrained(path, dtype=dtype, device=device)
+        return HFCausalLMAdapter.from_pretrained(path, dtype=dtype, device=device, prompt=prompt)
     if kind == "maira2":
         if not path:
             raise RadsteerError("model kind maira2 needs the path of a local microsoft/maira-2 snapshot")

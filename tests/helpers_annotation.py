@@ -14,11 +14,11 @@ FINDINGS = ["small left pleural effusion", "mild cardiomegaly", "right basal ate
 
 
 def make_study(run_dir: Path, *, n_cases: int = 4, n_features: int = 2, alphas: tuple[float, ...] = (8.0, -8.0),
-               verdicts: bool = True, contexts: bool = True) -> StudyStore:
+               verdicts: bool = True, contexts: bool = True, url: str | None = None) -> StudyStore:
     """A study with baselines, steered generations and (optionally) verdicts and contexts.
 
     One steered text contains markup, so tests can check it is rendered as text."""
-    store = StudyStore.open(run_dir)
+    store = StudyStore.open(run_dir, url)  # url: a PostgreSQL database instead of run_dir/study.sqlite
     store.add_cases([{"case_id": f"c{i}", "inputs": {"indication": f"cough, case {i}"}, "split": "test"}
                      for i in range(n_cases)])
     store.add_features([{"feature_id": f"f{j}", "source": "sae", "bank_index": j,

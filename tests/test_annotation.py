@@ -211,10 +211,12 @@ def test_export_csv_and_parquet(study, tmp_path: Path) -> None:
 # ---- the real HTTP API ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def server(request, tmp_path_factory):
+    """The HTTP tests run against the app on SQLite and on a real PostgreSQL server."""
     d = tmp_path_factory.mktemp("annot_http")
-    store = make_study(d, n_cases=4, n_features=2)
+    url = request.getfixturevalue("pg_server").create_database() if request.param == "postgres" else None
+    store = make_study(d, n_cases=4, n_features=2, url=url)
     srv = Server(store, "change", make_accounts(d / "annotators.json"), overlap=0.0, seed=2)
     yield srv, store
     srv.close()

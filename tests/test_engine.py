@@ -98,3 +98,48 @@ def test_settings_hash_follows_what_changes_text(adapter, bank) -> None:
     b = SteeringEngine(adapter, bank, spec=SteeringSpec(layer=2)).settings_hash()
     c = SteeringEngine(adapter, bank, spec=SteeringSpec(layer=1, positions="generated")).settings_hash()
     assert len({a, b, c}) == 3
+
+
+def test_stop_sequences_end_each_row_on_its_own_and_batched_equals_one_row(adapter, bank) -> None:
+    rows = plan_rows(list(CASES), ["f0", "f2"], [-0.5, 1.5])
+    free = {r.row.key(): r for r in _engine(adapter, bank, 7).generate(CASES, rows)}
+    # A stop word that some rows write part-way and others never write.
+    words = [w for r in free.values() for w in r.text.split()[1:-1]]
+    stop = max(set(words), key=words.count)
+    stop_s = f" {stop} "  # written part-way (not first, not last) by some rows, never by others
+    hit = [k for k, r in free.items() if stop_s in r.text]
+    assert 0 < len(hit) < len(free)
+    batched = _engine(adapter, bank, 7, stop=(stop_s,)).generate(CASES, rows)
+    single = {r.row.key(): r for r in _engine(adapter, bank, 1, stop=(stop_s,)).generate(CASES, rows)}
+    for r in batched:
+        one = single[r.row.key()]
+        assert (r.token_ids, r.text, r.finish_reason) == (one.token_ids, one.text, one.finish_reason), r.row
+        unstopped = free[r.row.key()]
+        if stop_s in unstopped.text:  # the row ends where it first wrote the stop sequence
+            assert r.finish_reason == "stop"
+            assert r.text == unstopped.text[: unstopped.text.index(stop_s)].strip()
+            assert r.token_ids == unstopped.token_ids[: len(r.token_ids)] and r.n_tokens < unstopped.n_tokens
+        else:  # a row that never writes it is untouched by its neighbours' stopping
+            assert (r.token_ids, r.text, r.finish_reason) == (unstopped.token_ids, unstopped.text,
+                                                              unstopped.finish_reason)
+    assert any(r.finish_reason == "stop" for r in batched)
+
+
+def test_stop_and_no_repeat_change_the_settings_hash_only_when_set(adapter, bank) -> None:
+    plain = _engine(adapter, bank, 4)
+    assert "stop" not in plain.describe()["generation"]  # studies stored before stop sequences keep their hash
+    assert "no_repeat_ngram_size" not in plain.describe()["generation"]
+    stopped = _engine(adapter, bank, 4, stop=("\n\n",))
+    assert stopped.describe()["generation"]["stop"] == ["\n\n"]
+    norep = _engine(adapter, bank, 4, no_repeat_ngram_size=2)
+    assert len({plain.settings_hash(), stopped.settings_hash(), norep.settings_hash()}) == 3
+
+
+def test_no_repeat_ngram_is_per_row_and_batched_equals_one_row(adapter, bank) -> None:
+    rows = plan_rows(list(CASES), ["f1"], [-1.0, 1.0])
+    batched = _engine(adapter, bank, 5, no_repeat_ngram_size=2).generate(CASES, rows)
+    single = {r.row.key(): r.token_ids for r in _engine(adapter, bank, 1, no_repeat_ngram_size=2).generate(CASES, rows)}
+    for r in batched:
+        assert r.token_ids == single[r.row.key()]
+        pairs = list(zip(r.token_ids, r.token_ids[1:]))
+        assert len(pairs) == len(set(pairs)), r.token_ids  # no bigram twice in a row's own text

@@ -42,8 +42,10 @@ def _gen(case: str, feature: str, alpha: float, text: str) -> dict:
 
 
 @pytest.fixture
-def study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def study(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv(ENV, KEY)
+    if getattr(request, "param", "sqlite") == "postgres":  # the same study in a PostgreSQL database
+        monkeypatch.setenv("RADSTEER_STORE_URL", request.getfixturevalue("pg_url"))
     run_dir = tmp_path / "study"
     with StudyStore.open(run_dir) as store:
         store.add_cases([{"case_id": c, "inputs": {}, "split": "test"} for c in ("c1", "c2", "c3")])
@@ -75,6 +77,7 @@ def _cli(run_dir: Path, srv: FakeOpenAIServer, *extra: str) -> int:
                  *extra])
 
 
+@pytest.mark.parametrize("study", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_evaluate_end_to_end_and_rerun_sends_nothing(study: Path, capsys) -> None:
     with FakeOpenAIServer(api_key=KEY, decide=_decide) as srv:
         assert _cli(study, srv) == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -88,8 +90,16 @@ def test_pickled_objects_are_refused(tmp_path) -> None:
             return (print, ("pwned",))
 
     (tmp_path / "evil.pt").write_bytes(pickle.dumps({"W_enc": Evil()}))
-    with pytest.raises(RadsteerError, match="corrupt or truncated"):  # weights_only refuses it
-        load_feature_bank(tmp_path / "evil.pt")
+    torch.save({"W_dec": torch.zeros(2, 2), "x": Evil()}, tmp_path / "evil_zip.pt")
+    for name in ("evil.pt", "evil_zip.pt"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # torch's notices must not leak out
+            with pytest.raises(RadsteerError) as info:  # weights_only refuses it
+                load_feature_bank(tmp_path / name)
+        msg = str(info.value)
+        assert "contains pickled code objects" in msg and "refused for safety" in msg, msg
+        assert "\n" not in msg and "weights_only" not in msg and "will likely succeed" not in msg
+        assert "trust" not in msg.lower()
 
 
 def test_missing_file_says_what_to_download(tmp_path) -> None:

@@ -5,7 +5,18 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from steering.store import BASELINE_FEATURE, StudyStore
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request, tmp_path):
+    """Every store test runs on SQLite and on a real PostgreSQL server."""
+    s = (StudyStore.open(tmp_path / "run") if request.param == "sqlite"
+         else StudyStore(request.getfixturevalue("pg_url")))
+    yield s
+    s.close()
 
 
 def _gen(case: str, feature: str, alpha: float, text: str = "t") -> dict:
@@ -55,8 +66,8 @@ def test_baselines_join(store: StudyStore) -> None:
     assert df.target_concepts[0] == ["pleural_effusion"]
 
 
-def test_sqlite_is_in_wal_mode(store: StudyStore) -> None:
-    with store.engine.connect() as conn:
+def test_sqlite_is_in_wal_mode(tmp_path) -> None:
+    with StudyStore.open(tmp_path) as store, store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 

@@ -28,10 +28,10 @@ def study_for_run_dir(run_dir: Path):
     from protocols.loader import load_protocol
     from protocols.study import PROTOCOL_FILENAME, Study
     from steering.errors import RadsteerError
-    from steering.store import DB_FILENAME, read_manifest
+    from steering.store import DB_FILENAME, has_study, read_manifest
 
     frozen = run_dir / PROTOCOL_FILENAME
-    if not frozen.is_file() or not (run_dir / DB_FILENAME).is_file():
+    if not frozen.is_file() or not has_study(run_dir):
         raise RadsteerError(f"{run_dir} is not a study run directory (needs {PROTOCOL_FILENAME} and {DB_FILENAME}); "
                             f"run `radsteer sweep PROTOCOL` first")
     loaded = load_protocol(frozen)

@@ -51,7 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     accounts_path = Path(args.annotators) if args.annotators else run_dir / "annotators.json"
-    if not (run_dir / "study.sqlite").exists():  # before anything is written: a mistyped RUN_DIR creates nothing
+    from steering.store import has_study
+
+    if not has_study(run_dir):  # before anything is written: a mistyped RUN_DIR creates nothing
         raise RadsteerError(f"{run_dir}: no study.sqlite here; run `radsteer sweep` first or check the path")
     if args.add_user:
         from annotation_ui.accounts import add_user

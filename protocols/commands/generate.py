@@ -22,15 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-kind", choices=("demo", "hf_causal_lm", "maira2"), default="demo")
     parser.add_argument("--model", help="local model directory (not needed for the demo model)")
     parser.add_argument("--sae", "--vectors", dest="bank", help="feature bank: ae.pt, SAELens or concept-vector folder")
-    parser.add_argument("--sae-format", default="auto", choices=("auto", "dictionary_learning", "saelens"))
+    parser.add_argument("--sae-format", default="auto", choices=("auto", "dictionary_learning", "saelens", "sparsify"))
     parser.add_argument("--normalisation-factor", type=float, default=None,
                         help="SAE activation normalisation factor (vector space sae_input)")
     parser.add_argument("--vector-space", default="residual", choices=("residual", "sae_input"))
     parser.add_argument("--unit-norm", action="store_true")
     parser.add_argument("--feature", help="feature id to steer (e.g. f1599 or a concept id)")
     parser.add_argument("--alpha", type=float, action="append", help="steering coefficient (repeatable)")
-    parser.add_argument("--layer", type=int, default=None, help="decoder layer (default: the bank's layer, "
-                        "else the model's default: 15 for MAIRA-2, the middle layer otherwise)")
+    parser.add_argument("--layer", type=int, default=None, help="decoder layer whose output is steered (default: "
+                        "the SAE's own layer, from its hook name; an SAE that names none needs --layer)")
     parser.add_argument("--positions", default="all", choices=("all", "prompt", "generated"))
     parser.add_argument("--exclude", action="append", choices=("special", "image"), default=[])
     parser.add_argument("--case", required=True,
@@ -90,12 +90,16 @@ def run(args: argparse.Namespace) -> int:
         case = resolve_case_images(case, source or Path.cwd() / "case.json")
     bank = None
     if args.bank:
-        bank = load_feature_bank(args.bank, args.sae_format, normalisation_factor=args.normalisation_factor)
+        bank = load_feature_bank(args.bank, args.sae_format, normalisation_factor=args.normalisation_factor,
+                                 layer=args.layer)
+        bank.canonical_id(args.feature)  # an unknown feature is the first thing to say
+        if bank.layer is None:  # never guess: a wrong layer steers silently and plausibly
+            why = bank.provenance.get("layer_note") or "it names no layer"
+            raise RadsteerError(f"{args.bank}: no steering layer known ({why}); give --layer L, the decoder layer "
+                                f"whose output the SAE was trained on")
     feature = bank.canonical_id(args.feature) if bank is not None else None  # fail before loading a model
     adapter = load_adapter(args.model_kind, args.model, dtype=args.dtype, device=args.device)
-    layer = args.layer
-    if layer is None:
-        layer = bank.layer if bank is not None and bank.layer is not None else adapter.default_layer
+    layer = args.layer if args.layer is not None else (bank.layer if bank is not None else adapter.default_layer)
     max_new_tokens = args.max_new_tokens or adapter.default_max_new_tokens
     spec = SteeringSpec(layer=layer, space=args.vector_space, unit_norm=args.unit_norm,
                         positions=args.positions, exclude=tuple(args.exclude))

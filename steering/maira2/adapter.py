@@ -154,6 +154,9 @@ class Maira2Adapter(ModelAdapter):
         """Plain report text (grounded output loses its boxes)."""
         return grounded_to_plain(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
 
+    def clean_text(self, text: str) -> str:
+        return grounded_to_plain(text)
+
     def decode_grounded(self, token_ids: Sequence[int]) -> list[tuple[str, list | None]]:
         """Phrases with their boxes (normalised to the centre-cropped frontal image)."""
         return parse_grounded(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))

@@ -15,12 +15,15 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
+from steering.errors import RadsteerError
 from steering.store import schema
+from steering.store.location import DB_FILENAME, public_url, record_url, resolve_url
 from steering.store.reader_study import ReaderStudyMixin
 from steering.store.schema import TABLES
 
-DB_FILENAME = "study.sqlite"
+__all__ = ["DB_FILENAME", "StudyStore"]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -41,16 +44,33 @@ class StudyStore(ReaderStudyMixin):
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url, echo=echo, future=True)
+        try:
+            self.engine: Engine = create_engine(url, echo=echo, future=True, pool_pre_ping=True)
+        except (SQLAlchemyError, ImportError) as exc:  # unknown dialect, missing driver
+            raise RadsteerError(f"study store {public_url(url)}: {str(exc).splitlines()[0]}") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        schema.metadata.create_all(self.engine)
+        try:
+            schema.metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:  # unreachable server, wrong database, no permission
+            self.engine.dispose()
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise RadsteerError(f"cannot open the study store {public_url(url)}: {reason}") from None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
 
     @classmethod
-    def open(cls, run_dir: str | Path) -> StudyStore:
+    def open(cls, run_dir: str | Path, url: str | None = None) -> StudyStore:
+        """The study of `run_dir`: at `url`, $RADSTEER_STORE_URL, the URL recorded in the run
+        directory, or its study.sqlite (steering.store.location)."""
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        return cls(f"sqlite:///{(run_dir / DB_FILENAME).resolve()}")
+        resolved = resolve_url(run_dir, url)
+        store = cls(resolved)
+        record_url(run_dir, resolved)
+        return store
 
     def close(self) -> None:
         self.engine.dispose()
@@ -84,11 +104,13 @@ class StudyStore(ReaderStudyMixin):
         if not rows:
             return 0
         t = TABLES[table] if isinstance(table, str) else table
-        stmt = self._insert(t).on_conflict_do_nothing()
+        # RETURNING counts the rows really inserted on both dialects (psycopg reports no
+        # rowcount for an executemany); conflicting rows return nothing.
+        stmt = self._insert(t).on_conflict_do_nothing().returning(*t.primary_key.columns)
         if conn is not None:
-            return _inserted(conn.execute(stmt, list(rows)), len(rows))
+            return len(conn.execute(stmt, list(rows)).all())
         with self.transaction() as c:
-            return _inserted(c.execute(stmt, list(rows)), len(rows))
+            return len(c.execute(stmt, list(rows)).all())
 
     def upsert(
         self,
@@ -177,7 +199,59 @@ class StudyStore(ReaderStudyMixin):
         out = out.merge(f[["feature_id", "description", "target_concepts"]], on="feature_id", how="left")
         return out.reset_index(drop=True)
 
+    # ---- feature interpretation (issue 13) --------------------------------------------------
 
-def _inserted(result: Any, attempted: int) -> int:
-    n = result.rowcount
-    return attempted if n is None or n < 0 else int(n)
+    def mined_feature_ids(self) -> list[str]:
+        """Ids of every feature with stored contexts (`radsteer mine`), sorted."""
+        t = schema.feature_contexts
+        with self.engine.connect() as conn:
+            return sorted(r[0] for r in conn.execute(select(t.c.feature_id).distinct()))
+
+    def feature_contexts_by_feature(self, feature_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Stored contexts of these features, grouped by feature, each in (kind, rank) order."""
+        t = schema.feature_contexts
+        out: dict[str, list[dict[str, Any]]] = {f: [] for f in feature_ids}
+        with self.engine.connect() as conn:
+            for i in range(0, len(feature_ids), 500):
+                part = list(feature_ids[i : i + 500])
+                stmt = select(t).where(t.c.feature_id.in_(part)).order_by(t.c.feature_id, t.c.kind, t.c.rank)
+                for r in conn.execute(stmt):
+                    out[r.feature_id].append(dict(r._mapping))
+        return out
+
+    def feature_stats_by_feature(self) -> dict[str, dict[str, Any]]:
+        return {r["feature_id"]: r for r in self.rows("feature_stats")}
+
+    def interpretation_hashes(self, explainer: str) -> dict[str, str]:
+        """feature_id → settings hash of the stored interpretations by `explainer` (what resumes)."""
+        t = schema.feature_interpretations
+        stmt = select(t.c.feature_id, t.c.settings_hash).where(t.c.explainer == explainer, t.c.error.is_(None))
+        with self.engine.connect() as conn:
+            return {r.feature_id: r.settings_hash for r in conn.execute(stmt)}
+
+    def add_interpretations(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        exchanges: Sequence[Mapping[str, Any]] = (),
+        features: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        """Store finished interpretations, their raw exchanges and the features' new description,
+        targets, explainer and F1 (`features` rows: feature_id, source, bank_index, description,
+        target_concepts, interpretability, explainer; description/targets left out of a row keep
+        the stored ones) in one transaction."""
+        with self.transaction() as conn:
+            self.upsert("feature_interpretations", list(rows), key=["feature_id", "explainer"], conn=conn)
+            if exchanges:
+                self.upsert("interpretation_exchanges", list(exchanges),
+                            key=["feature_id", "explainer", "stage", "batch"], conn=conn)
+            groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+            for f in features:  # rows with the same columns are upserted together
+                groups.setdefault(tuple(sorted(f)), []).append(f)
+            for group in groups.values():
+                self.upsert("features", group, key=["feature_id"], conn=conn)
+
+    def interpretations(self, explainer: str | None = None) -> pd.DataFrame:
+        """The `feature_interpretations` table (optionally one explainer's rows)."""
+        df = self.dataframe("feature_interpretations")
+        return df if explainer is None else df[df.explainer == explainer].reset_index(drop=True)
+

@@ -50,6 +50,7 @@ features = Table(
     Column("description", Text, nullable=False, default=""),
     Column("target_concepts", JSON, nullable=False, default=list),
     Column("interpretability", Float, nullable=True),
+    Column("explainer", String(32), nullable=True),  # who wrote the description: "llm" | "lexicon" | NULL (the protocol)
 )
 
 generations = Table(
@@ -183,6 +184,43 @@ activation_checks = Table(
     Column("baseline_activation", Float, nullable=False),  # same, over the baseline text
     Column("steered_max", Float, nullable=False),
     Column("baseline_max", Float, nullable=False),
+)
+
+feature_interpretations = Table(
+    "feature_interpretations",
+    metadata,
+    Column("feature_id", String(200), primary_key=True),
+    Column("explainer", String(32), primary_key=True),  # "llm" | "lexicon"
+    Column("scorer", String(32), nullable=False),
+    Column("settings_hash", String(64), nullable=False),  # explainer/scorer settings, split seed, prompt versions
+    Column("description", Text, nullable=False),
+    Column("targets", JSON, nullable=False),  # concept ids
+    Column("precision", Float, nullable=True),  # NULL when undefined (nothing predicted active) or on error
+    Column("recall", Float, nullable=True),
+    Column("f1", Float, nullable=True),
+    Column("balanced_accuracy", Float, nullable=True),
+    Column("recall_by_quantile", JSON, nullable=False),  # {"q1": recall, ...} over the held-out active examples
+    Column("n_active", Integer, nullable=False),
+    Column("n_inactive", Integer, nullable=False),
+    Column("examples", JSON, nullable=False),  # held-out examples: text, kind, quantile, label, prediction
+    Column("details", JSON, nullable=False),  # seeds, prompt hashes, models, enrichment table, counts
+    Column("error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), server_default=func.now()),
+)
+
+interpretation_exchanges = Table(
+    "interpretation_exchanges",
+    metadata,
+    Column("feature_id", String(200), primary_key=True),
+    Column("explainer", String(32), primary_key=True),
+    Column("stage", String(16), primary_key=True),  # "explain" | "score"
+    Column("batch", Integer, primary_key=True),
+    Column("model", String(200), nullable=True),
+    Column("prompt_hash", String(64), nullable=True),
+    Column("request", JSON, nullable=False),  # the messages sent (never the key)
+    Column("response", JSON, nullable=True),  # the validated answer
+    Column("error", Text, nullable=True),
+    Column("from_cache", Boolean, nullable=False, default=False),
 )
 
 # ---- the reader study (annotation app): sessions and adjudication --------------------------

@@ -1,0 +1,54 @@
+"""A few-shot completion prompt that makes a small general model write a findings section.
+
+A 135M-parameter chat model asked for "the findings section" answers *about* the report
+("The findings section … contains the following information: 1. **Indication** …"). Shown a
+few example studies as plain text — `INDICATION:` / `COMPARISON:` / optional `PRIOR REPORT:` /
+`FINDINGS:` — and then the case's own header ending in `FINDINGS:`, it continues with findings
+sentences and, once done, starts the next example's header after a blank line: hence the stop
+sequences below, which end the row there (`generation.stop` in a protocol).
+
+The examples mix normal and abnormal studies (effusion, pneumothorax, cardiomegaly, oedema,
+consolidation, a device) so that the model has seen the vocabulary without every case being
+pushed towards one finding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# (indication, comparison, prior report or None, findings)
+EXAMPLES: tuple[tuple[str, str, str | None, str], ...] = (
+    ("Shortness of breath.", "None.", None,
+     "The lungs are clear. The heart size is normal. No pleural effusion or pneumothorax. "
+     "The osseous structures are intact."),
+    ("Follow-up of pneumonia.", "Chest radiograph from last week.", "Right lower lobe consolidation.",
+     "The right lower lobe consolidation has improved. There is a small right pleural effusion. "
+     "The heart size is normal. No pneumothorax."),
+    ("Pacemaker check.", "None.", None,
+     "A left-sided pacemaker is present with leads in the right atrium and right ventricle. "
+     "The heart is mildly enlarged. The lungs are clear. No pleural effusion."),
+    ("Chest pain after a fall.", "None.", None,
+     "There is a small left apical pneumothorax. Displaced fracture of the left sixth rib. "
+     "The lungs are otherwise clear. The cardiac silhouette is normal."),
+    ("Worsening dyspnoea, heart failure.", "Chest radiograph from two days ago.", "Moderate cardiomegaly.",
+     "Moderate cardiomegaly is unchanged. There is mild interstitial pulmonary edema with small "
+     "bilateral pleural effusions. No focal consolidation."),
+)
+
+# A findings section ends at the blank line before the next example's header.
+STOP = ("\n\n", "\nINDICATION:")
+
+
+def _header(indication: Any, comparison: Any, prior: Any) -> str:
+    lines = [f"INDICATION: {indication or 'N/A'}", f"COMPARISON: {comparison or 'N/A'}"]
+    if prior:
+        lines.append(f"PRIOR REPORT: {prior}")
+    return "\n".join(lines) + "\nFINDINGS:"
+
+
+def few_shot_prompt(case: Mapping[str, Any]) -> str:
+    """The examples, then the case's header ending in `FINDINGS:` (the model continues it)."""
+    blocks = [f"{_header(ind, comp, prior)} {findings}" for ind, comp, prior, findings in EXAMPLES]
+    blocks.append(_header(case.get("indication"), case.get("comparison"), case.get("prior_report")))
+    return "\n\n".join(blocks)

@@ -1,0 +1,104 @@
+"""`radsteer mine` → `radsteer interpret` → a protocol that selects features → `radsteer sweep`."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import yaml
+
+from protocols.cli import main
+from protocols.loader import load_protocol
+from steering.store import BASELINE_FEATURE, StudyStore
+from tests.helpers_interpret import write_planted_study
+
+
+def _mine_and_interpret(tmp_path, capsys):
+    protocol, p = write_planted_study(tmp_path)
+    runs = tmp_path / "runs"
+    assert main(["mine", str(protocol), "--corpus", str(p.corpus), "--runs-dir", str(runs), "--samples", "16",
+                 "--zero-samples", "40", "--window", "3", "--no-progress"]) == 0
+    capsys.readouterr()
+    return protocol, runs
+
+
+def _select_protocol(tmp_path, **select) -> str:
+    path = tmp_path / "steer.yaml"
+    base = yaml.safe_load((tmp_path / "protocol.yaml").read_text())
+    base["name"] = "tiny-steer"
+    base["features"] = {"source": "sae", "path": "ae.pt",
+                        "select": {"interpretations": "runs/tiny/stats/interpretations.csv", **select}}
+    path.write_text(yaml.safe_dump(base, sort_keys=False))
+    return str(path)
+
+
+def test_mine_interpret_select_sweep(tmp_path, capsys) -> None:
+    protocol, runs = _mine_and_interpret(tmp_path, capsys)
+    run = runs / "tiny"
+    assert main(["interpret", str(protocol), "--runs-dir", str(runs), "--dry-run"]) == 0
+    assert "would interpret 6 features" in capsys.readouterr().out
+    with StudyStore.open(run) as store:
+        assert store.count("feature_interpretations") == 0  # the dry run wrote nothing
+    assert main(["interpret", str(protocol), "--runs-dir", str(runs), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "6 of 6 features interpreted" in out and "interpretations.csv" in out
+    with open(run / "stats" / "interpretations.csv", newline="") as fh:
+        rows = {r["feature_id"]: r for r in csv.DictReader(fh)}
+    assert rows["f0"]["targets"] == "pacemaker" and float(rows["f0"]["f1"]) >= 0.9
+    assert rows["f1"]["targets"] == "pneumothorax" and float(rows["f1"]["f1"]) >= 0.9
+    with StudyStore.open(run) as store:
+        feats = {r["feature_id"]: r for r in store.rows("features")}
+    assert feats["f0"]["description"] == "feature f0"  # the protocol's own wording is kept
+    assert json.loads((run / "interpret.json").read_text())["explainer"] == "lexicon"
+    assert main(["interpret", str(protocol), "--runs-dir", str(runs), "--no-progress"]) == 0
+    assert "6 already done" in capsys.readouterr().out
+
+    devices = load_protocol(_select_protocol(tmp_path, min_f1=0.9, concepts=["device"]))
+    assert [(i.id, i.targets) for i in devices.protocol.features.items] == [("f0", ["pacemaker"])]
+    both = load_protocol(_select_protocol(tmp_path, min_f1=0.9, concepts=["finding", "device"], max_features=1))
+    assert len(both.protocol.features.items) == 1
+    steer = _select_protocol(tmp_path, min_f1=0.9)
+    loaded = load_protocol(steer)
+    assert {i.id for i in loaded.protocol.features.items} == {"f0", "f1"}
+    assert main(["sweep", steer, "--runs-dir", str(runs), "--no-progress"]) == 0
+    manifest = json.loads((runs / "tiny-steer" / "manifest.json").read_text())
+    sel = manifest["feature_selection"]
+    assert sel["min_f1"] == 0.9 and sel["features"] == ["f0", "f1"] and len(sel["sha256"]) == 64
+    assert manifest["protocol_hash"] == loaded.canonical_hash()
+    with StudyStore.open(runs / "tiny-steer") as store:
+        steered = {r["feature_id"] for r in store.rows("generations")} - {BASELINE_FEATURE}
+        feats = {r["feature_id"]: r for r in store.rows("features")}
+    assert steered == {"f0", "f1"} and feats["f0"]["description"] == "mentions of pacemaker"
+
+
+def test_selection_changes_the_protocol_hash(tmp_path, capsys) -> None:
+    protocol, runs = _mine_and_interpret(tmp_path, capsys)
+    assert main(["interpret", str(protocol), "--runs-dir", str(runs), "--no-progress"]) == 0
+    a = load_protocol(_select_protocol(tmp_path, min_f1=0.9)).canonical_hash()
+    b = load_protocol(_select_protocol(tmp_path, min_f1=0.9, max_features=1)).canonical_hash()
+    assert a != b
+
+
+def test_interpret_and_select_errors_are_one_line(tmp_path, capsys) -> None:
+    protocol, p = write_planted_study(tmp_path, n_docs=20, per_word=5)
+    runs = tmp_path / "runs"
+    assert main(["interpret", str(protocol), "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert "radsteer mine" in err and len(err.strip().splitlines()) == 1
+    assert not (runs / "tiny").exists()  # nothing created
+    steer = _select_protocol(tmp_path, min_f1=0.9)
+    assert main(["validate", steer]) == 2
+    err = capsys.readouterr().err
+    assert "features.select.interpretations" in err and "radsteer interpret" in err
+    assert main(["validate", _select_protocol(tmp_path, min_f1=1.5)]) == 2
+    assert "features.select.min_f1" in capsys.readouterr().err
+    steer = _select_protocol(tmp_path, min_f1=0.9)
+    bad = tmp_path / "runs" / "tiny" / "stats"
+    bad.mkdir(parents=True)
+    (bad / "interpretations.csv").write_text("feature_id,description,targets,explainer,f1\nf0,x,pacemaker,lexicon,high\n")
+    assert main(["validate", steer]) == 2
+    err = capsys.readouterr().err
+    assert "interpretations.csv:2: f1 'high' is not a number" in err
+    (bad / "interpretations.csv").write_text("feature_id,description,targets,explainer,f1\nf0,x,pacemaker,lexicon,0.5\n")
+    assert main(["validate", steer]) == 2
+    assert "no feature of" in capsys.readouterr().err
