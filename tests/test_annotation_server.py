@@ -12,7 +12,6 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-import httpx
 import pytest
 
 from annotation_ui.accounts import Accounts
