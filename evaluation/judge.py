@@ -52,7 +52,7 @@ class JudgeConfig:
     model: str
     base_url: str | None = None  # None: the OpenAI API
     api_key_env: str | None = "OPENAI_API_KEY"  # the variable's NAME; None for keyless local servers
-    concurrency: int = 16
+    concurrency: int = 8  # the default of every radsteer command and protocol (protocols/config.py)
     timeout_s: float = 60.0
     max_retries: int = 4  # retries after the first attempt, on 429 / 5xx / timeouts / connection errors
     backoff_base_s: float = 1.0

@@ -44,6 +44,7 @@ class ReportResult:
     html_path: Path
     tables_dir: Path
     files: list[Path] = field(default_factory=list)
+    pdf_path: Path | None = None
 
 
 def _e(x: Any) -> str:
@@ -244,8 +245,8 @@ def annotations_long(data: StudyData) -> pd.DataFrame:
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, *, stats: StudyStatistics | None = None,
-                 data: StudyData | None = None, n_examples: int = 8, title: str | None = None,
-                 **stat_kw: Any) -> ReportResult:
+                 data: StudyData | None = None, n_examples: int = 12, title: str | None = None,
+                 deviations: list[str] | None = None, pdf: bool = False, **stat_kw: Any) -> ReportResult:
     """Write `out` (default RUN_DIR/report.html) and its tables to `<out stem>_tables/` beside it."""
     run_dir = Path(run_dir)
     data = data if data is not None else load_study(run_dir)

@@ -192,11 +192,12 @@ def make_synthetic_study(
             protocol_hash="synthetic", model={"kind": "synthetic", "sha256": "0" * 64},
             sae={"path": "synthetic", "sha256": "1" * 64}, seeds={"synthetic": seed},
             layer_module="model.layers.15", vector_space="residual"))
-        (run_dir / "protocol.yaml").write_text(
+        (run_dir / "protocol.yaml").write_text(  # a valid protocol (protocols.schema) of this design
             "# synthetic study written by evaluation.synthetic\n"
-            f"name: synthetic\nalphas: [{', '.join(str(a) for a in alphas)}]\n"
-            f"cases:\n  limit: {n_cases}\n"
-            "features:\n" + "".join(f"  - id: {f}\n" for f in feats)
+            "name: synthetic\nmodel: {kind: hf_causal_lm, path: model}\nlayer: 15\n"
+            f"alphas: [{', '.join(str(a) for a in alphas)}]\n"
+            f"cases: {{path: cases.jsonl, limit: {n_cases}}}\n"
+            "features:\n  source: sae\n  path: sae\n  items:\n" + "".join(f"    - id: {f}\n" for f in feats)
         )
     truth_df = pd.DataFrame({"feature_id": g.feature_id, "direction": np.sign(g.alpha).astype(int),
                              "abs_alpha": g.alpha.abs(), "p_on": p_on}).drop_duplicates(

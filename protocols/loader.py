@@ -78,11 +78,11 @@ def _dotted(loc: tuple) -> str:
     return out or "(top level)"
 
 
-def _expand_env(value: Any, path: tuple, file: Path, lines: dict[tuple, int]) -> Any:
+def _expand_env(value: Any, path: tuple, file: Path, lines: dict[tuple, int], strict: bool = True) -> Any:
     if isinstance(value, dict):
-        return {k: _expand_env(v, (*path, k), file, lines) for k, v in value.items()}
+        return {k: _expand_env(v, (*path, k), file, lines, strict) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v, (*path, i), file, lines) for i, v in enumerate(value)]
+        return [_expand_env(v, (*path, i), file, lines, strict) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
@@ -92,6 +92,8 @@ def _expand_env(value: Any, path: tuple, file: Path, lines: dict[tuple, int]) ->
             return os.environ[name]
         if default is not None:
             return default
+        if not strict:
+            return m.group(0)
         raise RadsteerError(
             f"{file}:{_line_of(lines, path)}: {_dotted(path)}: environment variable {name} is not set"
         )
@@ -99,7 +101,9 @@ def _expand_env(value: Any, path: tuple, file: Path, lines: dict[tuple, int]) ->
     return _ENV.sub(sub, value)
 
 
-def load_protocol(path: str | os.PathLike[str]) -> LoadedProtocol:
+def load_protocol(path: str | os.PathLike[str], *, strict_env: bool = True) -> LoadedProtocol:
+    """Load and validate; `strict_env=False` leaves unset ${VARS} as written (reading a frozen
+    protocol's settings on a machine that lacks the run's environment)."""
     file = Path(path)
     if not file.exists():
         raise RadsteerError(f"protocol file not found: {file}")
@@ -117,7 +121,7 @@ def load_protocol(path: str | os.PathLike[str]) -> LoadedProtocol:
     if not isinstance(data, dict):
         raise RadsteerError(f"{file}: a protocol must be a YAML mapping of fields")
     lines = _line_index(node) if node is not None else {}
-    data = _expand_env(data, (), file, lines)
+    data = _expand_env(data, (), file, lines, strict_env)
     _merge_items_file(data, file, lines)
     _merge_selection(data, file, lines)
     try:

@@ -109,8 +109,9 @@ class CostPlan:
         return out
 
 
-def plan_costs(checked: CheckedStudy) -> CostPlan:
-    """Count the rows, tokens and judge calls of a run without loading a model or writing."""
+def plan_costs(checked: CheckedStudy, config=None) -> CostPlan:
+    """Count the rows, tokens and judge calls of a run without loading a model or writing
+    (`config`: the run's resolved settings, whose judge may differ from the protocol's)."""
     from steering.engine import plan_rows
 
     study = checked.study
@@ -118,7 +119,11 @@ def plan_costs(checked: CheckedStudy) -> CostPlan:
     rows = plan_rows(list(study.cases), checked.feature_ids, p.alphas)
     stored: set[tuple[str, str, float]] = set()
     judged: set[tuple[str, str, float]] = set()
-    judge = p.evaluation.judge.model if p.evaluation.judge is not None else None
+    if config is not None:
+        judge_config = config.judge_config()
+        judge = judge_config.model if judge_config is not None else None
+    else:
+        judge = p.evaluation.judge.model if p.evaluation.judge is not None else None
     if has_study(study.run_dir):
         # check_run_dir has ensured the same protocol, hence the same settings hash as recorded
         settings_hash = read_manifest(study.run_dir).get("settings_hash")

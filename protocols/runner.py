@@ -1,27 +1,35 @@
-"""`radsteer run`'s engine room: sweep → evaluate → stats → report, each step resumable.
+"""The steps of a study — sweep, evaluate, stats, report — as functions of a resolved `Config`.
 
-Every check that can fail on a protocol runs first (`protocols.plan.check_study`), then the
-judge's key is read — so a bad protocol or a missing key stops the run before a model is loaded or
-a run directory exists. Each step then picks up where an interrupted run left it: the sweep skips
-stored rows, evaluation keeps stored verdicts (the judge's answers are cached), statistics and the
-report are recomputed from the store. A step whose package is not installed is skipped with a
-message, never a crash.
+`radsteer run` chains them (`run_study`); `radsteer sweep`, `evaluate`, `stats` and `report` each call
+one of them with a `Config` resolved the same way (`protocols.config`), so a step started either way
+does exactly the same thing (tests/test_one_path.py compares the outputs byte for byte).
+
+In `run_study` every check that can fail on a protocol runs first (`protocols.plan.check_study`),
+then the judge's key is read — so a bad protocol or a missing key stops the run before a model is
+loaded or a run directory exists. Each step picks up where an interrupted run left it: the sweep
+skips stored rows, evaluation keeps stored verdicts (the judge's answers are cached), statistics
+and the report are recomputed from the store. A step whose package is not installed is skipped
+with a message, never a crash.
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocols.config import Config, resolve
 from protocols.plan import CheckedStudy, check_study
 from protocols.study import Study
 from steering.errors import RadsteerError
 from steering.store import StudyStore, has_study
 
 STEPS = ("sweep", "evaluate", "stats", "report")
+Echo = Callable[[str], None]
 
 
 @dataclass
@@ -37,6 +45,7 @@ class RunResult:
     evaluation: Any = None
     stats: Any = None
     report_path: Path | None = None
+    pdf_path: Path | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # step -> why
 
     def lines(self) -> list[str]:
@@ -49,20 +58,34 @@ class RunResult:
         return out
 
 
-def judge_from_protocol(study: Study):
-    """An LLMJudge for the protocol's `evaluation.judge` section, or None; reads the key now."""
-    section = study.protocol.evaluation.judge
-    if section is None:
-        return None
-    from evaluation.judge import JudgeConfig, LLMJudge
+def study_and_config(protocol_path: str | Path, command: str, args: argparse.Namespace | None = None,
+                     **flags: Any) -> tuple[Study, Config]:
+    """Load a protocol and resolve `command`'s settings against it (flags by key in `flags`)."""
+    from protocols.loader import load_protocol
 
-    data = {k: v for k, v in section.model_dump().items() if v is not None or k == "api_key_env"}
+    loaded = load_protocol(protocol_path)
+    config = resolve(command, args, protocol=loaded.protocol, protocol_dir=loaded.base_dir, flags=flags or None)
+    study = Study(loaded, Path(config.study.runs_dir) / loaded.protocol.name, limit=config.study.limit)
+    return study, config
+
+
+def make_judge(config: Config, where: str | None = None):
+    """The LLM judge the settings ask for, or None; reads the API key now (a missing key fails early)."""
     try:
-        judge = LLMJudge(JudgeConfig.from_mapping(data, where="evaluation.judge"))
+        judge_config = config.judge_config()
+        if judge_config is None:
+            return None
+        from evaluation.judge import LLMJudge
+
+        judge = LLMJudge(judge_config)
         judge.config.read_api_key()
     except RadsteerError as exc:
-        raise RadsteerError(f"{study.loaded.where('evaluation', 'judge')}: {exc}") from None
+        raise RadsteerError(f"{where}: {exc}" if where else str(exc)) from None
     return judge
+
+
+def _progress(config: Config) -> bool:
+    return not config.ui.no_progress and sys.stderr.isatty()
 
 
 def _missing_part(exc: ModuleNotFoundError) -> str | None:
@@ -73,37 +96,45 @@ def _missing_part(exc: ModuleNotFoundError) -> str | None:
 
 def run_study(
     study: Study,
+    config: Config | None = None,
     *,
-    progress: bool = True,
-    echo: Callable[[str], None] = print,
+    echo: Echo = print,
     steps: tuple[str, ...] = STEPS,
     checked: CheckedStudy | None = None,
 ) -> RunResult:
+    """Run `steps` of `study` with `config` (default: the protocol's settings, no flags)."""
+    config = config or resolve("run", protocol=study.protocol, protocol_dir=study.loaded.base_dir)
     checked = checked or check_study(study)
     study.check_run_dir()
     result = RunResult(run_dir=study.run_dir)
     judge = None
     if "evaluate" in steps:
         try:
-            judge = judge_from_protocol(study)
+            judge = make_judge(config, study.loaded.where("evaluation", "judge"))
         except ModuleNotFoundError as exc:
             if not _missing_part(exc):
                 raise
     if "sweep" in steps:
-        _sweep(study, checked, result, progress=progress, echo=echo)
+        sweep_step(study, config, result, checked=checked, echo=echo, prefix="radsteer run: ")
     elif not has_study(study.run_dir):
         raise RadsteerError(f"{study.run_dir} holds no study yet: run the sweep step first")
     if "evaluate" in steps:
-        _step(result, "evaluate", echo, lambda: _evaluate(study, judge, result, progress=progress, echo=echo))
-    data = None
+        _step(result, "evaluate", echo,
+              lambda: evaluate_step(study.run_dir, config, result, judge=judge, echo=echo, prefix="radsteer run: "))
+    computed = None
     if "stats" in steps or "report" in steps:
-        data = _step(result, "stats", echo, lambda: _stats(study, result, echo=echo, save="stats" in steps))
-    if "report" in steps and data is not None:
-        _step(result, "report", echo, lambda: _report(study, data, result, echo=echo))
+        out = study.run_dir / "stats" if "stats" in steps else None
+        computed = _step(result, "stats", echo, lambda: stats_step(study.run_dir, config, result, save_to=out))
+        if out is not None and computed is not None:
+            echo(f"radsteer run: stats: tables in {out}")
+    if "report" in steps and computed is not None:
+        _step(result, "report", echo, lambda: report_step(study.run_dir, config, result, *computed))
+        if result.report_path is not None:
+            echo(f"radsteer run: report: {result.report_path}")
     return result
 
 
-def _step(result: RunResult, name: str, echo: Callable[[str], None], fn: Callable[[], Any]) -> Any:
+def _step(result: RunResult, name: str, echo: Echo, fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except ModuleNotFoundError as exc:
@@ -116,13 +147,15 @@ def _step(result: RunResult, name: str, echo: Callable[[str], None], fn: Callabl
         return None
 
 
-def _sweep(study: Study, checked: CheckedStudy, result: RunResult, *, progress: bool, echo) -> None:
-    from protocols.commands.vectors import build
-
+def sweep_step(study: Study, config: Config, result: RunResult, *, checked: CheckedStudy | None = None,
+               echo: Echo = print, prefix: str = "") -> None:
+    """Build missing concept vectors, then generate every planned row not yet stored."""
+    progress = _progress(config)
+    _ = study.cases  # read and check the cases before loading any model
     adapter = study.load_adapter()
     if study.protocol.features.source == "concept" and study.concept_vectors_state() != "current":
-        echo(f"radsteer run: building concept vectors → {study.bank_path()}")
-        build(study, adapter=adapter, quiet=False)
+        echo(f"{prefix}building concept vectors → {study.bank_path()}")
+        study.ensure_concept_vectors(adapter=adapter, echo=echo)
     bank = study.load_bank()
     engine = study.engine(adapter, bank)  # width and layer checked again on the real model
     rows = study.planned_rows(bank)
@@ -138,44 +171,59 @@ def _sweep(study: Study, checked: CheckedStudy, result: RunResult, *, progress: 
         )
     result.rows_generated, result.rows_already_stored = report.generated, report.already_stored
     result.sweep_summary = report.summary()
-    echo(f"radsteer run: sweep: {report.summary()}")
+    echo(f"{prefix}sweep: {report.summary()}")
     del engine, adapter
     gc.collect()  # the model is not needed by the later steps
 
 
-def _evaluate(study: Study, judge, result: RunResult, *, progress: bool, echo) -> None:
+def evaluate_step(run_dir: Path, config: Config, result: RunResult, *, judge=None, echo: Echo = print,
+                  prefix: str = "") -> None:
+    """Entity-diff, judge and combined verdicts for every steered row (stored verdicts are kept)."""
     from evaluation.pipeline import evaluate_run
 
-    ev = study.protocol.evaluation
+    ev = config.evaluate
     options: dict[str, Any] = {}
     if ev.extractor.startswith("radgraph") and ev.radgraph_cache:
-        options["cache_dir"] = str(study.loaded.resolve(ev.radgraph_cache))
-    with StudyStore.open(study.run_dir) as store:
+        options["cache_dir"] = ev.radgraph_cache
+    with StudyStore.open(run_dir) as store:
         summary = evaluate_run(store, extractor=ev.extractor, extractor_options=options, judge=judge,
-                               progress=progress)
+                               combine_rule=ev.combine_rule, batch_size=config.get("evaluate.batch_size", 64),
+                               progress=_progress(config))
     result.evaluation = summary
     result.judge_requests = int(summary.judge_stats.get("requests", 0)) if summary.judge_stats else 0
-    echo("radsteer run: evaluate: " + str(summary).replace("\n", "\n  "))
+    echo(f"{prefix}evaluate: " + str(summary).replace("\n", "\n  ") if prefix else str(summary))
 
 
-def _stats(study: Study, result: RunResult, *, echo, save: bool):
+def stats_step(run_dir: Path, config: Config, result: RunResult | None = None, *, save_to: Path | None = None):
+    """(data, statistics) of the study; tables written under `save_to` when given."""
     from evaluation.stats import compute_statistics
     from evaluation.study_data import load_study
 
-    rep = study.protocol.report
-    data = load_study(study.run_dir)
-    stats = compute_statistics(data, correction=rep.multiplicity, seed=study.protocol.seed)
-    result.stats = stats
-    if save:
-        stats.save(study.run_dir / "stats")
-        echo(f"radsteer run: stats: tables in {study.run_dir / 'stats'}")
-    return data
+    s = config.stats
+    try:
+        data = load_study(run_dir)
+    except FileNotFoundError as exc:
+        raise RadsteerError(str(exc)) from None
+    stats = compute_statistics(data, method=s.method, null_rate=s.null_rate, correction=s.correction,
+                               level=s.level, n_boot=s.bootstrap, seed=s.seed)
+    if result is not None:
+        result.stats = stats
+    if save_to is not None:
+        stats.save(save_to)
+    return data, stats
 
 
-def _report(study: Study, data, result: RunResult, *, echo) -> None:
+def report_step(run_dir: Path, config: Config, result: RunResult, data, stats) -> None:
+    """The HTML report (and its tables; with report.pdf a PDF beside it)."""
     from evaluation.report import build_report
 
-    out = build_report(study.run_dir, stats=result.stats, data=data, n_examples=study.protocol.report.examples,
-                       title=study.protocol.report.title)
+    r = config.report
+    out = build_report(run_dir, config.get("report.output"), stats=stats, data=data, n_examples=r.examples,
+                       title=r.title, deviations=analysis_deviations(config), pdf=r.pdf)
     result.report_path = Path(out.html_path)
-    echo(f"radsteer run: report: {result.report_path}")
+    result.pdf_path = out.pdf_path
+
+
+def analysis_deviations(config: Config) -> list[str]:
+    """The command-line departures from the protocol that shape the statistics and the report."""
+    return [d for d in config.deviations() if d.startswith(("stats.", "report."))]

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from protocols.config import default as _default  # settings a command flag can also set: one default
+
 
 def _no_bool(v: object) -> object:
     # YAML reads yes/no/on/off as booleans; pydantic would quietly turn them into 1.0/0.0.
@@ -151,10 +153,10 @@ class CaseSource(_Strict):
 class JudgeOptions(_Strict):
     base_url: str | None = None  # any OpenAI-compatible endpoint; None → OpenAI
     model: str
-    api_key_env: str | None = "OPENAI_API_KEY"  # the NAME of the variable, never the key; null: keyless server
-    concurrency: int = Field(default=8, ge=1, le=256)
-    timeout_s: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=4, ge=0)
+    api_key_env: str | None = _default("judge.api_key_env")  # the variable's NAME, never the key; null: keyless
+    concurrency: int = Field(default=_default("judge.concurrency"), ge=1, le=256)
+    timeout_s: float = Field(default=_default("judge.timeout_s"), gt=0)
+    max_retries: int = Field(default=_default("judge.max_retries"), ge=0)
     max_calls: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
 
@@ -165,7 +167,7 @@ class JudgeOptions(_Strict):
 
 
 class EvaluationOptions(_Strict):
-    extractor: str = "lexicon"  # a name in evaluation.extractors (built-ins and `radsteer.extractors` plugins)
+    extractor: str = _default("evaluate.extractor")  # a name in evaluation.extractors (built-ins and `radsteer.extractors` plugins)
     radgraph_cache: str | None = None
     judge: JudgeOptions | None = None
 
@@ -190,8 +192,8 @@ class AnnotationOptions(_Strict):
 
 class ReportOptions(_Strict):
     title: str | None = None
-    examples: int = Field(default=12, ge=0)
-    multiplicity: Literal["holm", "fdr_bh"] = "holm"
+    examples: int = Field(default=_default("report.examples"), ge=0)
+    multiplicity: Literal["holm", "fdr_bh"] = _default("stats.correction")
 
 
 class Protocol(_Strict):

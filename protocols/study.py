@@ -123,6 +123,25 @@ class Study:
         tmp.rename(target)
         return bank
 
+    def ensure_concept_vectors(self, *, force: bool = False, batch_size: int = 16, adapter=None,
+                               echo=print):
+        """Build the concept vectors unless current ones exist (or `force`); returns (bank or None, adapter)."""
+        fs = self.protocol.features
+        if fs.source != "concept":
+            raise RadsteerError(f"{self.loaded.where('features', 'source')}: `vectors build` needs source: concept")
+        if not fs.concepts:
+            raise RadsteerError(f"{self.loaded.where('features')}: no features.concepts to build vectors from")
+        if self.concept_vectors_state() == "current" and not force:
+            echo(f"radsteer vectors: {self.bank_path()} is up to date (use --force to rebuild)")
+            return None, adapter
+        adapter = adapter or self.load_adapter()
+        bank = self.build_concept_vectors(adapter, batch_size=batch_size)
+        prov = bank.provenance
+        echo(f"radsteer vectors: {bank.n_features} concept vectors ({', '.join(bank.ids)}) at layer "
+             f"{self.protocol.layer} of {adapter.name}, scaled to the median token norm "
+             f"{prov['median_token_norm']:.1f} ({prov['scale']}), written to {self.bank_path()}")
+        return bank, adapter
+
     def check_concept_vectors(self) -> None:
         """Concept vectors must exist and match the protocol's sentences, layer and scale."""
         if self.protocol.features.source != "concept":

@@ -113,13 +113,20 @@ def test_vectors_build_command_skips_current_rebuilds_stale(tmp_path, capsys) ->
     assert "up to date" in capsys.readouterr().out and weights.stat().st_mtime_ns == stamp
     assert main(["validate", str(path)]) == 0
     assert "features: 2 (concept: 2 vectors × 32)" in capsys.readouterr().out
-    # new example sentences make the stored vectors stale: run-time commands refuse them
+    # new example sentences make the stored vectors stale: loading them is refused (mine, activations) ...
     path.write_text(path.read_text().replace("left pacemaker", "right pacemaker"))
-    assert main(["sweep", str(path), "--runs-dir", str(tmp_path / "runs")]) == 2
-    err = capsys.readouterr().err
-    assert "features.path" in err and "--force" in err and not (tmp_path / "runs").exists()
+    from protocols.study import Study
+    from steering.errors import RadsteerError
+
+    with pytest.raises(RadsteerError, match=r"features\.path.*--force"):
+        Study.from_protocol(path).load_bank()
     assert main(["vectors", "build", str(path)]) == 0
     assert weights.stat().st_mtime_ns != stamp
+    # ... and the sweep step (`radsteer sweep` exactly as `radsteer run`) rebuilds stale vectors first
+    stamp = weights.stat().st_mtime_ns
+    path.write_text(path.read_text().replace("right pacemaker", "left pacemaker"))
+    assert main(["sweep", str(path), "--runs-dir", str(tmp_path / "runs"), "--limit", "1"]) == 0
+    assert "building concept vectors" in capsys.readouterr().out and weights.stat().st_mtime_ns != stamp
 
 
 def test_unknown_concept_item_names_its_line(tmp_path, capsys) -> None:

@@ -130,7 +130,7 @@ def test_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         main(["label", str(src), "-o", str(tmp_path / "o.jsonl"), "--extractor", "spacy"])
     assert "invalid choice: 'spacy'" in capsys.readouterr().err
     assert main(["label", str(src), "-o", str(tmp_path / "o.jsonl"), "--batch-size", "0"]) == 2
-    assert "--batch-size must be at least 1" in capsys.readouterr().err
+    assert "--batch-size must be ≥ 1" in capsys.readouterr().err
 
 
 def test_read_pairs_resolves_targets(tmp_path: Path) -> None:

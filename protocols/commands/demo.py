@@ -10,7 +10,6 @@ the HTML report's path. Re-running resumes: nothing stored is generated again.
 from __future__ import annotations
 
 import argparse
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -83,8 +82,7 @@ def concept_mentions(run_dir: Path, backend: str = "lexicon") -> pd.DataFrame:
 
 def run(args: argparse.Namespace) -> int:
     from protocols.plan import check_study
-    from protocols.runner import run_study
-    from protocols.study import Study
+    from protocols.runner import run_study, study_and_config
 
     if args.limit is not None and args.limit < 1:
         raise RadsteerError(f"--limit must be ≥ 1, not {args.limit}")
@@ -94,13 +92,14 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(max(1, args.threads))
     out = Path(args.out)
     protocol = install_demo(out)
-    study = Study.from_protocol(protocol, out / "runs", limit=args.limit)
+    study, config = study_and_config(protocol, "demo", **{"study.runs_dir": str(out / "runs"), "study.limit": args.limit,
+                                                          "ui.no_progress": args.no_progress or None})
     study.check_run_dir()
     checked = check_study(study)
     print(f"radsteer demo: {len(study.cases)} cases × {len(checked.feature_ids)} concepts × "
           f"{len([a for a in study.protocol.alphas if a])} α on {study.protocol.model.kind} "
           f"(protocol: {protocol})")
-    result = run_study(study, checked=checked, progress=not args.no_progress and sys.stderr.isatty())
+    result = run_study(study, config, checked=checked)
     print()
     print("What the demo found")
     mentions = concept_mentions(study.run_dir)

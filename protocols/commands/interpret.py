@@ -13,7 +13,7 @@ import argparse
 import json
 import math
 
-from protocols.commands._judge_options import add_judge_arguments, judge_config_from
+from protocols.config import add_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="interpret again features already interpreted")
     parser.add_argument("--dry-run", action="store_true", help="count features and requests; write nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_judge_arguments(parser, labelling=False, title="LLM explainer/scorer (any OpenAI-compatible server)")
+    add_options(parser, "interpret")  # the judge client's --judge-* options: the LLM explainer/scorer's server
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,8 +51,10 @@ def run(args: argparse.Namespace) -> int:
         raise RadsteerError(f"{study.run_dir} holds no study: run `radsteer mine {args.protocol} --corpus "
                             f"REPORTS.jsonl --runs-dir {args.runs_dir}` first")
     scorer = args.scorer or args.explainer
-    section = (study.protocol.evaluation.judge.model_dump() if study.protocol.evaluation.judge else None)
-    config = judge_config_from(args, section) if "llm" in (args.explainer, scorer) else None
+    from protocols.config import resolve
+
+    settings = resolve("interpret", args, protocol=study.protocol, protocol_dir=study.loaded.base_dir)
+    config = settings.judge_config() if "llm" in (args.explainer, scorer) else None
     split = SplitSettings(n_top_shown=args.top_shown, seed=args.seed)
     llm_settings = None
     if config is not None:

@@ -1,29 +1,34 @@
-"""`radsteer report RUN_DIR [-o FILE]`: the self-contained HTML study report and its tables."""
+"""`radsteer report RUN_DIR [-o FILE] [--pdf]`: the self-contained HTML study report and its tables.
+
+The same step as `radsteer run --steps report` (protocols.runner.report_step), with the same settings:
+flags, else the run's frozen protocol, else the defaults of protocols/config.py.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from protocols.commands._study_options import add_study_options, load
+from protocols.config import add_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_study_options(parser)
-    parser.add_argument("-o", "--output", type=Path, default=None,
-                        help="HTML file to write (default RUN_DIR/report.html); tables go to <name>_tables/ beside it")
-    parser.add_argument("--title", default=None, help="report title (default: the run directory's name)")
-    parser.add_argument("--examples", type=int, default=8, help="baseline/steered pairs shown (default 8)")
+    parser.add_argument("run_dir", type=Path, help="the study's run directory (holds study.sqlite)")
+    add_options(parser, "report")
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluation.report import build_report
+    from protocols.config import resolve_for_run_dir
+    from protocols.runner import RunResult, report_step, stats_step
 
-    data, stats = load(args)
-    result = build_report(args.run_dir, args.output, stats=stats, data=data, n_examples=args.examples,
-                          title=args.title)
+    config = resolve_for_run_dir("report", args, args.run_dir)
+    data, stats = stats_step(args.run_dir, config)
+    result = RunResult(args.run_dir)
+    report_step(args.run_dir, config, result, data, stats)
     for note in stats.notes:
         print(f"note: {note}")
-    print(f"tables: {result.tables_dir}")
-    print(f"report: {result.html_path}")
+    print(f"tables: {result.report_path.parent / (result.report_path.stem + '_tables')}")
+    if result.pdf_path is not None:
+        print(f"pdf: {result.pdf_path}")
+    print(f"report: {result.report_path}")
     return 0

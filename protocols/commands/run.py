@@ -8,20 +8,18 @@ the same three figures as it actually spent them.
 from __future__ import annotations
 
 import argparse
-import sys
 
+from protocols.config import add_options
 from protocols.runner import STEPS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("protocol", help="study protocol (YAML)")
-    parser.add_argument("--runs-dir", default="runs", help="where runs/<name>/ is written (default: runs)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N cases (a quick look)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the rows, generated tokens and judge calls the run would spend; do nothing")
     parser.add_argument("--steps", default=",".join(STEPS),
                         help=f"comma-separated subset of {','.join(STEPS)} (default: all)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_options(parser, "run")  # every step's settings (protocols/config.py)
 
 
 def parse_steps(text: str) -> tuple[str, ...]:
@@ -36,29 +34,26 @@ def parse_steps(text: str) -> tuple[str, ...]:
 
 def run(args: argparse.Namespace) -> int:
     from protocols.plan import check_study, plan_costs
-    from protocols.runner import run_study
-    from protocols.study import Study
-    from steering.errors import RadsteerError
+    from protocols.runner import run_study, study_and_config
 
-    if args.limit is not None and args.limit < 1:
-        raise RadsteerError(f"--limit must be ≥ 1, not {args.limit}")
     steps = parse_steps(args.steps)
-    study = Study.from_protocol(args.protocol, args.runs_dir, limit=args.limit)
+    study, config = study_and_config(args.protocol, "run", args)
     study.check_run_dir()
     checked = check_study(study)
     if args.dry_run:
-        plan = plan_costs(checked)
+        plan = plan_costs(checked, config)
         print(f"radsteer run --dry-run: {study.protocol.name} → {study.run_dir} (nothing was run or written)")
         for line in plan.lines():
             print(f"  {line}")
         for w in checked.warnings:
             print(f"  note: {w}")
         return 0
-    result = run_study(study, checked=checked, steps=steps,
-                       progress=not args.no_progress and sys.stderr.isatty())
+    result = run_study(study, config, checked=checked, steps=steps)
     print(f"radsteer run: done — {study.run_dir}")
     for line in result.lines():
         print(f"  {line}")
+    if result.pdf_path:
+        print(f"pdf: {result.pdf_path}")
     if result.report_path:
         print(f"report: {result.report_path}")
     return 0

@@ -1,21 +1,29 @@
-"""`radsteer stats RUN_DIR`: print the study's statistics and write every table under RUN_DIR/stats/."""
+"""`radsteer stats RUN_DIR`: print the study's statistics and write every table under RUN_DIR/stats/.
+
+The same step as `radsteer run --steps stats` (protocols.runner.stats_step), with the same settings:
+flags, else the run's frozen protocol, else the defaults of protocols/config.py.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from protocols.commands._study_options import add_study_options, load
+from protocols.config import add_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_study_options(parser)
-    parser.add_argument("--out", default=None, help="where to write the tables (default RUN_DIR/stats)")
+    parser.add_argument("run_dir", type=Path, help="the study's run directory (holds study.sqlite)")
+    add_options(parser, "stats")
 
 
 def run(args: argparse.Namespace) -> int:
-    _, stats = load(args)
-    out = args.out or args.run_dir / "stats"
-    paths = stats.save(out)
+    from protocols.config import resolve_for_run_dir
+    from protocols.runner import stats_step
+
+    config = resolve_for_run_dir("stats", args, args.run_dir)
+    out = Path(config.stats.out) if config.stats.out else args.run_dir / "stats"
+    _, stats = stats_step(args.run_dir, config, save_to=out)
     print(stats.summary())
-    print(f"\n{len(paths)} files (CSV + Parquet) written to {out}")
+    print(f"\n{len(stats.to_frames()) * 2} files (CSV + Parquet) written to {out}")
     return 0

@@ -1,29 +1,23 @@
-"""`radsteer sweep PROTOCOL`: generate every feature × α × case row; resumable."""
+"""`radsteer sweep PROTOCOL`: build missing concept vectors, then generate every feature × α × case row;
+resumable. The same step as `radsteer run --steps sweep` (protocols.runner.sweep_step)."""
 
 from __future__ import annotations
 
 import argparse
 
+from protocols.config import add_options
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("protocol", help="study protocol (YAML)")
-    parser.add_argument("--runs-dir", default="runs", help="where runs/<name>/ is written (default: runs)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N cases (a quick look)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_options(parser, "sweep")
 
 
 def run(args: argparse.Namespace) -> int:
-    from protocols.study import Study
+    from protocols.runner import RunResult, study_and_config, sweep_step
 
-    study = Study.from_protocol(args.protocol, args.runs_dir, limit=args.limit)
+    study, config = study_and_config(args.protocol, "sweep", args)
     study.check_run_dir()
-    _ = study.cases  # read and check the cases before loading any model
-    bank = study.load_bank()
-    adapter = study.load_adapter()
-    engine = study.engine(adapter, bank)
-    with study.open_store() as store:
-        study.record(store, engine, bank)
-        report = engine.sweep(store, study.cases, study.planned_rows(bank), progress=not args.no_progress)
-    print(f"radsteer sweep: {report.summary()}")
+    sweep_step(study, config, RunResult(study.run_dir), prefix="radsteer ")
     print(f"radsteer sweep: study stored in {study.run_dir}")
     return 0

@@ -20,33 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="sentences per forward pass (default 16)")
 
 
-def build(study, *, force: bool = False, batch_size: int = 16, adapter=None, quiet: bool = False):
-    """Build the study's concept vectors unless current ones exist; returns (bank or None, adapter)."""
-    fs = study.protocol.features
-    if fs.source != "concept":
-        raise RadsteerError(f"{study.loaded.where('features', 'source')}: `vectors build` needs source: concept")
-    if not fs.concepts:
-        raise RadsteerError(f"{study.loaded.where('features')}: no features.concepts to build vectors from")
-    state = study.concept_vectors_state()
-    if state == "current" and not force:
-        if not quiet:
-            print(f"radsteer vectors: {study.bank_path()} is up to date (use --force to rebuild)")
-        return None, adapter
-    adapter = adapter or study.load_adapter()
-    bank = study.build_concept_vectors(adapter, batch_size=batch_size)
-    if not quiet:
-        prov = bank.provenance
-        print(f"radsteer vectors: {bank.n_features} concept vectors ({', '.join(bank.ids)}) at layer "
-              f"{study.protocol.layer} of {adapter.name}, scaled to the median token norm "
-              f"{prov['median_token_norm']:.1f} ({prov['scale']}), written to {study.bank_path()}")
-    return bank, adapter
-
-
 def run(args: argparse.Namespace) -> int:
     from protocols.study import Study
 
     if args.batch_size < 1:
         raise RadsteerError(f"--batch-size must be ≥ 1, not {args.batch_size}")
     study = Study.from_protocol(args.protocol)
-    build(study, force=args.force, batch_size=args.batch_size)
+    study.ensure_concept_vectors(force=args.force, batch_size=args.batch_size)
     return 0
