@@ -21,6 +21,8 @@ from evaluation import multiplicity, plots
 from evaluation.stats import StudyStatistics, compute_statistics, write_tables
 from evaluation.study_data import LABELS, METHODS, StudyData, load_study
 from evaluation.textdiff import DIFF_CSS, render_side, word_diff
+from steering.errors import RadsteerError
+from steering.store.files import claim_dir, only_files_like, write_atomic
 
 MAX_HTML_ROWS = 400
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; base-uri 'none'"
@@ -252,14 +254,25 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, stats: S
     data = data if data is not None else load_study(run_dir)
     stats = stats if stats is not None else compute_statistics(data, **stat_kw)
     out = Path(out) if out is not None else run_dir / "report.html"
+    if out.exists() and not _is_radsteer_report(out):
+        raise RadsteerError(f"{out} exists and is not a radsteer report; radsteer will not overwrite it: "
+                            f"choose another output file")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tables_dir = out.parent / f"{out.stem}_tables"
-    tables_dir.mkdir(parents=True, exist_ok=True)
+    tables_dir = claim_dir(out.parent / f"{out.stem}_tables", "report_tables", what="the report's tables",
+                           recognise=lambda d: _is_radsteer_report(out) and only_files_like(d, ".csv", ".parquet"))
     frames = stats.to_frames()
     frames["per_feature"] = per_feature_table(stats, data)
     frames["annotations_long"] = annotations_long(data)
     files = write_tables(frames, tables_dir)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(render_html(data, stats, title=title, n_examples=n_examples), encoding="utf-8")
-    tmp.replace(out)
+    write_atomic(out, render_html(data, stats, title=title, n_examples=n_examples))
     return ReportResult(out, tables_dir, [out, *files])
+
+
+def _is_radsteer_report(path: Path) -> bool:
+    """A file radsteer's `render_html` wrote (its <title> says so), which it may replace."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return b"<title>radsteer report" in head

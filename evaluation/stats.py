@@ -17,6 +17,8 @@ import pandas as pd
 
 from evaluation import agreement, correlation, dose_response, multiplicity, rates
 from evaluation.study_data import AUTOMATED_METHODS, LABELS, METHODS, RADIOLOGIST, StudyData, load_study
+from steering.store import DB_FILENAME
+from steering.store.files import claim_dir, only_files_like, write_atomic
 
 
 @dataclass
@@ -77,8 +79,7 @@ class StudyStatistics:
 
     def save(self, out_dir: str | Path) -> list[Path]:
         """Write every table as CSV and Parquet under `out_dir`; returns the paths written."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = claim_dir(out_dir, "stats", what="statistics tables", recognise=_older_stats_dir)
         return write_tables(self.to_frames(), out_dir)
 
     # ---- text -------------------------------------------------------------------------------
@@ -150,12 +151,18 @@ def _p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _older_stats_dir(folder: Path) -> bool:
+    """RUN_DIR/stats as radsteer wrote it before marking its folders."""
+    return (folder.parent / DB_FILENAME).is_file() and only_files_like(folder, ".csv", ".parquet")
+
+
 def write_tables(frames: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
-    """CSV and Parquet of each frame (JSON-ish object columns become strings for Parquet)."""
+    """CSV and Parquet of each frame (JSON-ish object columns become strings for Parquet), each
+    written beside its target and renamed, into a folder radsteer claimed (`claim_dir`)."""
     written = []
     for name, df in frames.items():
         csv, pq = out_dir / f"{name}.csv", out_dir / f"{name}.parquet"
-        df.to_csv(csv, index=False)
+        write_atomic(csv, lambda tmp, df=df: df.to_csv(tmp, index=False))
         safe = df.copy()
         for c in safe.columns:
             if safe[c].dtype == object:
@@ -163,7 +170,7 @@ def write_tables(frames: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
                                       else str(v) if not isinstance(v, str | bool | int | float) else v)
                 if safe[c].map(type).nunique() > 1:
                     safe[c] = safe[c].map(lambda v: None if v is None else str(v))
-        safe.to_parquet(pq, index=False)
+        write_atomic(pq, lambda tmp, safe=safe: safe.to_parquet(tmp, index=False))
         written += [csv, pq]
     return written
 

@@ -18,9 +18,25 @@ from protocols.loader import LoadedProtocol, load_protocol
 from protocols.selection import selection_record
 from steering.errors import RadsteerError
 from steering.store import StudyStore, build_manifest, read_manifest, write_manifest
+from steering.store.files import check_replaceable_dir, replace_dir
 from steering.store.manifest import sha256_path
 
 PROTOCOL_FILENAME = "protocol.yaml"
+CONCEPT_VECTORS_KIND = "concept_vectors"
+
+
+def _is_concept_vector_folder(folder: Path) -> bool:
+    """A folder radsteer wrote before it marked its outputs: only cfg.json and the weights, the
+    cfg.json carrying radsteer's block for concept vectors."""
+    from steering.sae_loaders import SAELENS_CFG, SAELENS_WEIGHTS
+
+    if {p.name for p in folder.iterdir()} - {SAELENS_CFG, SAELENS_WEIGHTS}:
+        return False
+    try:
+        cfg = json.loads((folder / SAELENS_CFG).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and isinstance(cfg.get("radsteer"), dict) and cfg["radsteer"].get("source") == "concept"
 
 
 @dataclass
@@ -112,16 +128,20 @@ class Study:
         if not fs.concepts:
             raise RadsteerError(f"{self.loaded.where('features')}: no features.concepts to build vectors from "
                                 f"(list each concept's positive and negative example sentences)")
+        self.check_vectors_target()
         bank = build_concept_vectors(adapter, self.concepts(), self.protocol.layer,
                                      scale=fs.concept_scale, batch_size=batch_size)
-        target = self.bank_path()
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_saelens(bank, tmp, hook_name=adapter.layer_module_path(self.protocol.layer))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
+        replace_dir(self.bank_path(), CONCEPT_VECTORS_KIND,
+                    lambda tmp: save_saelens(bank, tmp, hook_name=adapter.layer_module_path(self.protocol.layer)),
+                    what="concept vectors", where=self.loaded.where("features", "path"),
+                    recognise=_is_concept_vector_folder)
         return bank
+
+    def check_vectors_target(self) -> None:
+        """features.path must be missing, empty or radsteer's own concept vectors: radsteer never
+        deletes a folder it did not write (with `path: .` that would be the study itself)."""
+        check_replaceable_dir(self.bank_path(), CONCEPT_VECTORS_KIND, what="concept vectors",
+                              where=self.loaded.where("features", "path"), recognise=_is_concept_vector_folder)
 
     def ensure_concept_vectors(self, *, force: bool = False, batch_size: int = 16, adapter=None,
                                echo=print):
@@ -134,6 +154,7 @@ class Study:
         if self.concept_vectors_state() == "current" and not force:
             echo(f"radsteer vectors: {self.bank_path()} is up to date (use --force to rebuild)")
             return None, adapter
+        self.check_vectors_target()  # before the model is loaded: refuse a folder radsteer did not write
         adapter = adapter or self.load_adapter()
         bank = self.build_concept_vectors(adapter, batch_size=batch_size)
         prov = bank.provenance
