@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "mine": "top-activating contexts of every feature over a corpus of reports",
     "activations": "read steered texts back through the model: the target feature's activation",
     "vectors": "build concept vectors (difference of means) in the SAELens layout",
+    "sae": "train a TopK SAE on a model's steering layer over a report corpus (EleutherAI sparsify)",
     "interpret": "explain every mined feature and score the explanations by detection (F1)",
     "concepts": "list and search the concepts a feature may target (findings, devices, longitudinal, textual)",
 }

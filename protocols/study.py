@@ -16,6 +16,7 @@ from typing import Any
 from protocols.cases import assign_splits, read_cases_jsonl
 from protocols.loader import LoadedProtocol, load_protocol
 from protocols.selection import selection_record
+from protocols.targets import resolved_targets
 from steering.errors import RadsteerError
 from steering.store import StudyStore, build_manifest, read_manifest, write_manifest
 from steering.store.files import check_replaceable_dir, replace_dir
@@ -304,6 +305,7 @@ class Study:
             seeds={"protocol": self.protocol.seed, "generation": self.protocol.generation.seed,
                    "split": self.protocol.cases.split.seed},
             feature_selection=selection_record(self.loaded),
+            target_concepts=resolved_targets(self.protocol),  # feature id -> concept ids (resolved at load)
         ))
         store.add_cases([{"case_id": cid, "inputs": c, "split": c["split"]} for cid, c in self.cases.items()])
         f1 = {fid: item.interpretability for item, fid in zip(self.protocol.features.items, self.feature_ids(bank),
