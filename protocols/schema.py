@@ -50,6 +50,7 @@ class FeatureSpec(_Strict):
     id: str  # SAE feature as "f1599" / "1599", or a concept-vector id
     description: str = ""
     targets: list[str] = Field(default_factory=list)  # lexicon concept ids or synonyms
+    interpretability: float | None = Field(default=None, ge=0, le=1)  # detection F1 of the description, if known
 
     @field_validator("id", mode="before")
     @classmethod
