@@ -316,8 +316,11 @@ class Study:
             target_concepts=resolved_targets(self.protocol),  # feature id -> concept ids (resolved at load)
         ))
         store.add_cases([{"case_id": cid, "inputs": c, "split": c["split"]} for cid, c in self.cases.items()])
+        f1 = {fid: item.interpretability for item, fid in zip(self.protocol.features.items, self.feature_ids(bank),
+                                                               strict=True) if item.interpretability is not None}
         store.add_features([
             {"feature_id": fid, "source": bank.source, "bank_index": bank.index(fid),
-             "description": bank.descriptions.get(fid, ""), "target_concepts": bank.target_concepts.get(fid, [])}
+             "description": bank.descriptions.get(fid, ""), "target_concepts": bank.target_concepts.get(fid, []),
+             **({"interpretability": f1[fid]} if fid in f1 else {})}
             for fid in self.feature_ids(bank)
         ])
