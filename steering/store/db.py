@@ -164,7 +164,13 @@ class StudyStore(ReaderStudyMixin):
         self.upsert("cases", list(rows), key=["case_id"])
 
     def add_features(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        self.upsert("features", list(rows), key=["feature_id"])
+        """Insert or update features; a column left out of a row keeps its stored value."""
+        groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+        for r in rows:  # one statement per set of columns (rows may carry interpretability or not)
+            groups.setdefault(tuple(sorted(r)), []).append(r)
+        with self.transaction() as conn:
+            for group in groups.values():
+                self.upsert("features", group, key=["feature_id"], conn=conn)
 
     def generation_keys(self, settings_hash: str) -> set[tuple[str, str, float]]:
         """(case_id, feature_id, alpha) of every stored generation with these settings."""
