@@ -47,6 +47,7 @@ class RunResult:
     report_path: Path | None = None
     pdf_path: Path | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # step -> why
+    judge_failure: str | None = None  # the judge was asked and produced no verdicts: why
 
     def lines(self) -> list[str]:
         out = [
@@ -192,6 +193,9 @@ def evaluate_step(run_dir: Path, config: Config, result: RunResult, *, judge=Non
     result.evaluation = summary
     result.judge_requests = int(summary.judge_stats.get("requests", 0)) if summary.judge_stats else 0
     echo(f"{prefix}evaluate: " + str(summary).replace("\n", "\n  ") if prefix else str(summary))
+    if judge is not None:  # verdicts and errors, always; no verdict at all fails the command
+        echo(f"{prefix}{judge.outcome_line()}")
+        result.judge_failure = judge.failure()
 
 
 def stats_step(run_dir: Path, config: Config, result: RunResult | None = None, *, save_to: Path | None = None):

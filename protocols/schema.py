@@ -160,6 +160,7 @@ class JudgeOptions(_Strict):
     max_retries: int = Field(default=_default("judge.max_retries"), ge=0)
     max_calls: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
+    response_format: Literal["auto", "json_schema", "json_object", "text"] = _default("judge.response_format")
 
     @field_validator("base_url", "api_key_env", mode="before")
     @classmethod
