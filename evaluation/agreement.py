@@ -147,10 +147,3 @@ def krippendorff_from_ratings(ratings: pd.DataFrame) -> dict[str, Any]:
     if np.isnan(out["value"]):
         out["note"] = "every read used one label: α is undefined"
     return out
-
-
-def kappa_p_value(k: KappaResult) -> float:
-    """Two-sided Wald p for κ = 0 (with the non-null SE; a rough guide only)."""
-    if not np.isfinite(k.se) or k.se == 0:
-        return np.nan
-    return float(2 * stats.norm.sf(abs(k.kappa / k.se)))
