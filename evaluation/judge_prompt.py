@@ -74,28 +74,6 @@ Steering direction: {direction}
 {steered}
 </steered_report>"""
 
-ANSWER_FIELDS = (
-    "on_target_change", "off_target_change", "on_target_evidence", "off_target_evidence",
-    "clinically_coherent", "rationale",
-)
-
-ANSWER_JSON_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "on_target_change": {"type": "boolean"},
-        "off_target_change": {"type": "boolean"},
-        "on_target_evidence": {"type": "string"},
-        "off_target_evidence": {"type": "string"},
-        "clinically_coherent": {"type": "boolean"},
-        "rationale": {"type": "string"},
-    },
-    "required": list(ANSWER_FIELDS),
-    "additionalProperties": False,
-}
-"""Written by hand in the strict subset that OpenAI structured outputs accept (all fields
-required, no extra properties); `JudgeAnswer` validates the same shape on our side."""
-
-
 class JudgeAnswer(BaseModel):
     """The judge's answer, validated: a wrong type or a missing/extra field is an error."""
 
@@ -107,6 +85,41 @@ class JudgeAnswer(BaseModel):
     off_target_evidence: str
     clinically_coherent: bool
     rationale: str
+
+
+def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of a pydantic answer model, in the strict subset OpenAI structured outputs
+    accept (every property required, no extra properties, no titles/defaults), so the schema sent
+    to the server and the validation done here can never drift apart."""
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: clean(v) for k, v in node.items() if k not in ("title", "default", "description")}
+            if out.get("type") == "object" and "properties" in out:
+                out["required"] = list(out["properties"])
+                out["additionalProperties"] = False
+            return out
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        return node
+
+    return clean(model.model_json_schema())
+
+
+ANSWER_JSON_SCHEMA: dict[str, Any] = strict_json_schema(JudgeAnswer)
+ANSWER_FIELDS = tuple(ANSWER_JSON_SCHEMA["properties"])
+
+
+def schema_instruction(schema: dict[str, Any]) -> str:
+    """What a server without structured output is told instead (format `text`)."""
+    return ("Reply with one JSON object and nothing else (no prose, no markdown fence). It must match this JSON "
+            "schema exactly:\n" + json.dumps(schema, separators=(",", ":")))
+
+
+def reask_message(reason: str) -> dict[str, str]:
+    """The follow-up after an invalid answer: what was wrong, and the rule again."""
+    return {"role": "user", "content": f"Your answer was invalid: {reason}. Reply again with only the JSON object, "
+                                       f"with exactly the required fields and types."}
 
 
 class InvalidAnswer(ValueError):

@@ -55,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(f"protocols.commands.{name}")
-    module.add_arguments(subparsers[name])
+    try:
+        module.add_arguments(subparsers[name])  # may list plugins (e.g. extractors): a broken one is one line
+    except (RadsteerError, ValueError, ImportError) as exc:
+        print(f"radsteer {name}: error: {exc}", file=sys.stderr)
+        return 2
     _one_line_warnings(name)
     from protocols.config import BY_KEY
 

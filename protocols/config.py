@@ -130,6 +130,11 @@ SETTINGS: tuple[Setting, ...] = (
             protocol=("evaluation", "judge", "max_calls"), type=int),
     Setting("judge.max_tokens", ("--judge-max-tokens",), "token budget for this run", _CLIENT,
             protocol=("evaluation", "judge", "max_tokens"), type=int),
+    Setting("judge.response_format", ("--judge-response-format",),
+            "auto: json_schema, falling back to json_object, then plain text with the schema in the prompt, "
+            "once per run when the server refuses a format (llama.cpp does json_schema); or force one", _CLIENT,
+            default=_judge_default("response_format"), protocol=("evaluation", "judge", "response_format"),
+            choices=("auto", "json_schema", "json_object", "text")),
     Setting("judge.off", ("--no-judge",), "skip the judge even if the protocol configures one", _JUDGE,
             default=False, store_true=True),
     # -- statistics --------------------------------------------------------------------------

@@ -50,6 +50,7 @@ class FeatureSpec(_Strict):
     id: str  # SAE feature as "f1599" / "1599", or a concept-vector id
     description: str = ""
     targets: list[str] = Field(default_factory=list)  # lexicon concept ids or synonyms
+    interpretability: float | None = Field(default=None, ge=0, le=1)  # detection F1 of the description, if known
 
     @field_validator("id", mode="before")
     @classmethod
@@ -159,6 +160,7 @@ class JudgeOptions(_Strict):
     max_retries: int = Field(default=_default("judge.max_retries"), ge=0)
     max_calls: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
+    response_format: Literal["auto", "json_schema", "json_object", "text"] = _default("judge.response_format")
 
     @field_validator("base_url", "api_key_env", mode="before")
     @classmethod
