@@ -16,12 +16,14 @@ Last line: `interpret_speedup=<sequential / concurrent time> lexicon_features_pe
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import random
 import re
 import sys
 import tempfile
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,28 +32,62 @@ sys.path.insert(0, str(ROOT))  # tests.helpers_* (loopback server, synthetic fea
 KEY_ENV = "RADSTEER_BENCH_INTERPRET_KEY"
 
 
-def _llm_run(n_features: int, concurrency: int, delay: float) -> tuple[float, int]:
+def _serve(conn: Connection, delay_s: float) -> None:
+    """The loopback server in its own process, as a real server would be (no shared GIL)."""
+    from tests.helpers_interpret import oracle_respond
+    from tests.helpers_judge import FakeOpenAIServer
+
+    with FakeOpenAIServer(delay_s=delay_s, respond=oracle_respond) as srv:
+        conn.send(srv.base_url)
+        while conn.recv() == "stats":
+            conn.send((srv.requests, srv.max_in_flight))
+
+
+def _llm_run(base_url: str, n_features: int, concurrency: int) -> float:
     from evaluation.interpret import make_interpreter
     from evaluation.judge import JudgeConfig
     from evaluation.judge_cache import StoreJudgeCache
     from steering.store import StudyStore
-    from tests.helpers_interpret import add_synthetic_feature, oracle_respond
-    from tests.helpers_judge import FakeOpenAIServer
+    from tests.helpers_interpret import add_synthetic_feature
 
     words = ["pacemaker", "pneumothorax", "cardiomegaly", "atelectasis", "consolidation", "effusion"]
     with tempfile.TemporaryDirectory() as tmp, StudyStore.open(Path(tmp) / "run") as store:
         for i in range(n_features):
             add_synthetic_feature(store, f"f{i}", words[i % len(words)], n_zero=20)
-        with FakeOpenAIServer(delay_s=delay, respond=oracle_respond) as srv:
-            cfg = JudgeConfig(model="bench", base_url=srv.base_url, api_key_env=None, concurrency=concurrency,
-                              timeout_s=30.0, max_retries=2)
-            interp = make_interpreter("llm", judge_config=cfg, cache=StoreJudgeCache(store))
-            t0 = time.perf_counter()
-            report = interp.run(store)
-            seconds = time.perf_counter() - t0
+        cfg = JudgeConfig(model="bench", base_url=base_url, api_key_env=None, concurrency=concurrency,
+                          timeout_s=30.0, max_retries=2)
+        interp = make_interpreter("llm", judge_config=cfg, cache=StoreJudgeCache(store))  # fresh store: no cache
+        t0 = time.perf_counter()
+        report = interp.run(store)
+        seconds = time.perf_counter() - t0
         if report.errors:
             raise SystemExit(f"llm benchmark: {report.errors} features failed")
-        return seconds, srv.requests
+        return seconds
+
+
+def bench_llm(n_features: int, concurrency: int, delay: float) -> float:
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    server = ctx.Process(target=_serve, args=(child, delay), daemon=True)
+    server.start()
+    try:
+        base_url = parent.recv()
+        times, counts = {}, {}
+        for c in (1, concurrency):
+            parent.send("stats")
+            before = parent.recv()[0]
+            times[c] = _llm_run(base_url, n_features, c)
+            parent.send("stats")
+            sent, in_flight = parent.recv()
+            counts[c] = sent - before
+            print(f"llm: {n_features} features, {counts[c]} requests at {delay * 1000:.0f} ms, concurrency {c}: "
+                  f"{times[c]:.1f} s (server saw at most {in_flight} in flight); "
+                  f"load average {os.getloadavg()[0]:.1f}")
+    finally:
+        parent.send("stop")
+        server.join(timeout=10)
+    assert counts[1] == counts[concurrency], counts
+    return times[1] / times[concurrency]
 
 
 def _synthetic_reports(n: int, seed: int) -> list[str]:
@@ -134,12 +170,7 @@ def main() -> None:
     from evaluation.interpret import make_interpreter
     from steering.store import StudyStore
 
-    seq, n_req = _llm_run(args.llm_features, 1, args.delay)
-    con, n_req2 = _llm_run(args.llm_features, args.concurrency, args.delay)
-    assert n_req == n_req2, (n_req, n_req2)
-    speedup = seq / con
-    print(f"llm: {args.llm_features} features, {n_req} requests at {args.delay * 1000:.0f} ms: "
-          f"sequential {seq:.1f} s, concurrency {args.concurrency} {con:.1f} s; load average {os.getloadavg()[0]:.1f}")
+    speedup = bench_llm(args.llm_features, args.concurrency, args.delay)
 
     with tempfile.TemporaryDirectory() as tmp, StudyStore.open(Path(tmp) / "run") as store:
         t0 = time.perf_counter()
