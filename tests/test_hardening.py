@@ -35,3 +35,37 @@ def test_a_split_selecting_no_case_is_refused(tmp_path, capsys) -> None:
         err = _one_line_error(capsys)
         assert f"{path}:{line}: cases.split.use: no cases selected" in err, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_duplicate_yaml_keys_are_refused_with_their_line(tmp_path, capsys) -> None:
+    path = write_tiny_study(tmp_path, n_cases=2)
+    text = path.read_text()
+    assert "layer: 1\n" in text
+    path.write_text(text.replace("layer: 1\n", "layer: 0\nlayer: 1\n"))
+    second = path.read_text().splitlines().index("layer: 1") + 1
+    assert main(["validate", str(path)]) == 2
+    err = _one_line_error(capsys)
+    assert f"{path}:{second}: duplicate key 'layer' (first on line {second - 1})" in err
+    # nested mappings and the items_file YAML too
+    path.write_text(text.replace("  dtype: float32\n", "  dtype: float32\n  dtype: bfloat16\n"))
+    assert main(["validate", str(path)]) == 2
+    assert "duplicate key 'dtype'" in _one_line_error(capsys)
+    items = tmp_path / "more.yaml"
+    items.write_text("- id: f1\n  description: a\n  description: b\n")
+    path.write_text(text)
+    _edit(path, features__items_file="more.yaml")
+    assert main(["validate", str(path)]) == 2
+    assert f"{items}:3: duplicate key 'description'" in _one_line_error(capsys)
+
+
+def test_label_refuses_unknown_fields_naming_them(tmp_path, capsys) -> None:
+    import json
+
+    row = {"id": 1, "baseline": "Lungs clear.", "steered": "Small left pleural effusion.",
+           "target": "pleural_effusion", "direction": 1}
+    src = tmp_path / "pairs.jsonl"
+    src.write_text(json.dumps(row) + "\n" + json.dumps({**row, "id": 2, "dirction": -1}) + "\n")
+    assert main(["label", str(src), "-o", str(tmp_path / "out.jsonl")]) == 2
+    err = _one_line_error(capsys)
+    assert f"{src}:2:" in err and "unknown field 'dirction' (did you mean 'direction'?)" in err
+    assert not (tmp_path / "out.jsonl").exists()
