@@ -38,6 +38,7 @@ def check_study(study: Study) -> CheckedStudy:
         raise RadsteerError(f"{loaded.where('cases')}: no cases left after the split ({p.cases.split.use}) "
                             f"and limit")
     m = p.model
+    study.check_device()
     try:
         shape = model_shape(m.kind, loaded.resolve(m.path) if m.path else None)
     except RadsteerError as exc:

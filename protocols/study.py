@@ -238,9 +238,19 @@ class Study:
                 f"not {model_name}: rebuild them with `radsteer vectors build {self.loaded.path} --force`"
             )
 
+    def check_device(self) -> str:
+        """model.device must exist on this machine (checked before any weights are read)."""
+        from steering.adapters import resolve_device
+
+        try:
+            return resolve_device(self.protocol.model.device)
+        except RadsteerError as exc:
+            raise RadsteerError(f"{self.loaded.where('model', 'device')}: {exc}") from None
+
     def load_adapter(self):
         from steering.models import load_adapter
 
+        self.check_device()
         m = self.protocol.model
         return load_adapter(m.kind, self.loaded.resolve(m.path) if m.path else None, dtype=m.dtype, device=m.device,
                             prompt=m.prompt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from protocols.cli import main
@@ -69,3 +70,23 @@ def test_label_refuses_unknown_fields_naming_them(tmp_path, capsys) -> None:
     err = _one_line_error(capsys)
     assert f"{src}:2:" in err and "unknown field 'dirction' (did you mean 'direction'?)" in err
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("device", ["cuda:7", "mps", "tpu:0", "gpu"])
+def test_a_device_this_machine_lacks_is_one_line(tmp_path, capsys, device) -> None:
+    import torch
+
+    if device == "cuda:7" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    path = _edit(write_tiny_study(tmp_path, n_cases=2), model__device=device)
+    line = next(i + 1 for i, t in enumerate(path.read_text().splitlines()) if t.strip().startswith("device:"))
+    for argv in (["validate", str(path)], ["sweep", str(path), "--runs-dir", str(tmp_path / "runs")]):
+        assert main(argv) == 2
+        err = _one_line_error(capsys)
+        assert f"{path}:{line}: model.device:" in err and "cpu" in err, err
+    assert not (tmp_path / "runs").exists()
+    from steering.errors import RadsteerError
+    from steering.models import load_adapter
+
+    with pytest.raises(RadsteerError, match="it has cpu|this machine has cpu"):
+        load_adapter("demo", device=device)
