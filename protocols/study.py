@@ -260,6 +260,7 @@ class Study:
 
         p = self.protocol
         self.check_width(bank, adapter.hidden_size, adapter.num_layers, adapter.name)
+        self.check_pushes(bank, adapter.dtype)
         spec = SteeringSpec(layer=p.layer, space=p.steering.vector_space, unit_norm=p.steering.unit_norm,
                             positions=p.steering.positions, exclude=tuple(p.steering.exclude))
         g = p.generation
@@ -267,6 +268,17 @@ class Study:
                                       temperature=g.temperature, top_p=g.top_p, seed=g.seed, stop=tuple(g.stop),
                                       no_repeat_ngram_size=g.no_repeat_ngram_size)
         return SteeringEngine(adapter, bank, spec=spec, settings=settings, batch_size=g.batch_size)
+
+    def check_pushes(self, bank, dtype) -> None:
+        """Every α·v of the protocol must be a finite number in the model's dtype."""
+        from steering.engine import push_problem
+
+        p = self.protocol
+        why = push_problem(bank, self.feature_ids(bank), p.alphas, dtype, space=p.steering.vector_space,
+                           unit_norm=p.steering.unit_norm)
+        if why:
+            alpha, message = why
+            raise RadsteerError(f"{self.loaded.where('alphas', p.alphas.index(alpha))}: {message}")
 
     def planned_rows(self, bank):
         from steering.engine import plan_rows
