@@ -1,5 +1,6 @@
 """Second round: reader-study sessions and adjudications (annotation app), automated feature
-interpretations and their judge exchanges, and features.explainer.
+interpretations and their judge exchanges, features.explainer, and generations.error (why a row
+failed, e.g. non-finite logits).
 
 Revision ID: 0002
 Revises: 0001
@@ -74,9 +75,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("features") as batch_op:
         batch_op.add_column(sa.Column("explainer", sa.String(length=32), nullable=True))
+    with op.batch_alter_table("generations") as batch_op:
+        batch_op.add_column(sa.Column("error", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("generations") as batch_op:
+        batch_op.drop_column("error")
     with op.batch_alter_table("features") as batch_op:
         batch_op.drop_column("explainer")
     op.drop_table("sessions")
