@@ -15,14 +15,16 @@ text is compared lower-cased, and words that are not findings in any backend ("c
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from evaluation.entities import Entity
 from evaluation.lexicon import ASSERTION_RANK, LATERALITY_SETS, Lexicon, load_lexicon
 
-ChangeType = Literal["added", "removed", "assertion_changed", "modifier_changed"]
-CHANGE_TYPES: tuple[str, ...] = ("added", "removed", "assertion_changed", "modifier_changed")
+# longitudinal_changed: a finding's change attribute (new / increased / decreased / unchanged /
+# resolved) differs — its own kind of change, because it is what longitudinal targets move
+ChangeType = Literal["added", "removed", "assertion_changed", "modifier_changed", "longitudinal_changed"]
+CHANGE_TYPES: tuple[str, ...] = ("added", "removed", "assertion_changed", "modifier_changed", "longitudinal_changed")
 MODIFIERS: tuple[str, ...] = ("laterality", "severity", "change")
 
 
@@ -32,12 +34,12 @@ class ConceptState:
 
     concept: str  # concept id, or the lower-cased text when it does not normalise
     name: str
-    category: str  # device / finding / other (not in the lexicon)
+    category: str  # device / finding / longitudinal / textual / other (not in the lexicon)
     assertion: str
     laterality: str | None = None  # left / right / bilateral (None: not stated)
     severity: str | None = None
     severity_rank: int | None = None
-    change: str | None = None  # new / increased / decreased / unchanged (None: not stated)
+    change: str | None = None  # new / increased / decreased / unchanged / resolved (None: not stated)
     change_rank: int = 0
     texts: tuple[str, ...] = ()
 
@@ -56,11 +58,13 @@ class DiffItem:
     category: str
     before: str | None  # assertion (added/removed/assertion_changed) or modifier value
     after: str | None
-    modifier: str | None = None  # laterality / severity / change for modifier_changed
+    modifier: str | None = None  # laterality / severity / change for modifier_changed / longitudinal_changed
     movement: int = 0  # +1 toward more of the concept, -1 toward less, 0 neither (e.g. left -> right)
     related_concept: str | None = None  # the baseline's more / less specific concept ("pacemaker" vs "cardiac device")
     baseline_text: tuple[str, ...] = ()
     steered_text: tuple[str, ...] = ()
+    change_before: str | None = None  # the finding's change attribute in each report (longitudinal targets)
+    change_after: str | None = None
 
     @property
     def concepts(self) -> tuple[str, ...]:
@@ -163,6 +167,7 @@ def summarise(entities: Iterable[Entity], lexicon: Lexicon | None = None, *,
             if ignore_unnormalised or not key or key in lex.non_findings:
                 continue
         groups.setdefault(concept or key, []).append(e)
+    resolved = "resolved" if "resolved" in lex.change_rank else None
     out: dict[str, ConceptState] = {}
     for key, ents in groups.items():
         c = lex.concepts.get(key)
@@ -181,9 +186,17 @@ def summarise(entities: Iterable[Entity], lexicon: Lexicon | None = None, *,
             chg = lex.normalise_modifier("change", mods["change"]) if mods.get("change") else None
             if chg and (change is None or abs(lex.change_rank[chg]) > abs(change_rank)):
                 change, change_rank = chg, lex.change_rank[chg]
+        if not live and resolved and any((e.modifiers or {}).get("change") == resolved for e in ents):
+            change, change_rank = resolved, lex.change_rank[resolved]  # "the effusion has resolved"
         out[key] = ConceptState(key, c.name if c else key, c.kind if c else "other", assertion,
                                 _lat_string(sides), severity, sev_rank, change, change_rank,
                                 tuple(dict.fromkeys(e.text for e in ents)))
+    stable = out.get("stability")
+    if stable is not None and stable.mentioned_present and "unchanged" in lex.change_rank:
+        # "No interval change." says every finding it does not qualify otherwise is unchanged
+        for key, st in out.items():
+            if st.category not in ("longitudinal", "textual") and st.mentioned_present and st.change is None:
+                out[key] = replace(st, change="unchanged", change_rank=lex.change_rank["unchanged"])
     return out
 
 
@@ -200,7 +213,7 @@ def _lat_movement(before: str, after: str) -> int:
 
 def _compare(b: ConceptState, s: ConceptState, related: str | None) -> list[DiffItem]:
     base = dict(concept=s.concept, name=s.name, category=s.category, related_concept=related,
-                baseline_text=b.texts, steered_text=s.texts)
+                baseline_text=b.texts, steered_text=s.texts, change_before=b.change, change_after=s.change)
     items: list[DiffItem] = []
     if b.assertion != s.assertion:
         move = _sign(ASSERTION_RANK[s.assertion] - ASSERTION_RANK[b.assertion])
@@ -212,10 +225,39 @@ def _compare(b: ConceptState, s: ConceptState, related: str | None) -> list[Diff
         if b.severity_rank is not None and s.severity_rank is not None and b.severity_rank != s.severity_rank:
             items.append(DiffItem("modifier_changed", before=b.severity, after=s.severity, modifier="severity",
                                   movement=_sign(s.severity_rank - b.severity_rank), **base))
-        if b.change_rank != s.change_rank:
-            items.append(DiffItem("modifier_changed", before=b.change or "unstated", after=s.change or "unstated",
-                                  modifier="change", movement=_sign(s.change_rank - b.change_rank), **base))
+    # "unchanged" and unstated are equal (saying a finding is unchanged adds no clinical content);
+    # any other difference of the change attribute is a change
+    if (b.change or "unchanged") != (s.change or "unchanged") and (
+            (b.mentioned_present and s.mentioned_present)
+            or (not items and not b.mentioned_present and not s.mentioned_present)):  # "no X" / "X has resolved"
+        items.append(DiffItem("longitudinal_changed", before=b.change or "unstated", after=s.change or "unstated",
+                              modifier="change", movement=_sign(s.change_rank - b.change_rank)
+                              if b.mentioned_present else 0, **base))
     return items
+
+
+def _longitudinal(states: dict[str, ConceptState], lex: Lexicon) -> set[str]:
+    """The longitudinal concepts a report expresses through its findings' change attributes
+    (and "comparison", implied by any longitudinal statement)."""
+    out: set[str] = set()
+    for st in states.values():
+        if st.category == "longitudinal" and st.mentioned_present:
+            out.add("comparison")
+        elif st.change and (st.mentioned_present or st.change == "resolved"):
+            out.update(lex.longitudinal_for_change(st.change))
+    return out
+
+
+def _explained(b: ConceptState | None, s: ConceptState | None, derived_b: set[str], derived_s: set[str]) -> bool:
+    """A longitudinal statement present in one report only, where the other report (or the same
+    one) says the same through a finding's change attribute: the finding's items carry the change."""
+    key = (b or s).concept  # type: ignore[union-attr]
+    has_b = bool(b and b.mentioned_present) or key in derived_b
+    has_s = bool(s and s.mentioned_present) or key in derived_s
+    if has_b == has_s:
+        return b is None or s is None
+    state = b if has_b else s
+    return state is None or not state.mentioned_present
 
 
 def diff_states(baseline: dict[str, ConceptState], steered: dict[str, ConceptState],
@@ -240,16 +282,20 @@ def diff_states(baseline: dict[str, ConceptState], steered: dict[str, ConceptSta
             pairs.append((baseline[k], None, None))
     pairs.extend((None, steered[k], None) for k in only_s)
 
+    derived_b, derived_s = _longitudinal(baseline, lex), _longitudinal(steered, lex)
     items: list[DiffItem] = []
     for b, s, related in pairs:
+        state = b or s
+        if state is not None and state.category == "longitudinal" and _explained(b, s, derived_b, derived_s):
+            continue
         if b is not None and s is not None:
             items.extend(_compare(b, s, related))
         elif b is not None and b.mentioned_present:
             items.append(DiffItem("removed", b.concept, b.name, b.category, b.assertion, None,
-                                  movement=-1, baseline_text=b.texts))
+                                  movement=-1, baseline_text=b.texts, change_before=b.change))
         elif s is not None and s.mentioned_present:
             items.append(DiffItem("added", s.concept, s.name, s.category, None, s.assertion,
-                                  movement=1, steered_text=s.texts))
+                                  movement=1, steered_text=s.texts, change_after=s.change))
     return EntityDiff(tuple(items), baseline, steered)
 
 

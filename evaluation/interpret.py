@@ -246,13 +246,14 @@ def make_interpreter(explainer: str, *, scorer: str | None = None, judge_config:
         if judge_config is None:
             raise RadsteerError("the llm explainer/scorer needs an OpenAI-compatible server: give --judge-model "
                                 "(and --judge-base-url) or evaluation.judge in the protocol")
-        from evaluation.interpret_llm import LLMExplainer, LLMScorer, LLMSettings
+        from evaluation.interpret_llm import LLMChannel, LLMExplainer, LLMScorer, LLMSettings
 
         llm_settings = llm_settings or LLMSettings()
+        channel = LLMChannel(judge_config, cache)  # one client and one budget for the whole run
     exp = (LexiconExplainer(lexicon_settings) if explainer == "lexicon"
-           else LLMExplainer(judge_config, cache=cache, settings=llm_settings))
+           else LLMExplainer(judge_config, cache=cache, settings=llm_settings, channel=channel))
     sco = (LexiconScorer() if scorer == "lexicon"
-           else LLMScorer(judge_config, cache=cache, settings=llm_settings))
+           else LLMScorer(judge_config, cache=cache, settings=llm_settings, channel=channel))
     return Interpreter(exp, sco, split or SplitSettings())
 
 

@@ -49,6 +49,9 @@ _ABBREVIATIONS = frozenset({"vs", "approx", "dr", "st", "cf", "eg", "ie", "fig",
 _VERBS = frozenset({"is", "are", "appears", "appear", "remains", "remain", "seems", "was", "were"})
 _FILLERS = frozenset({"a", "an", "the", "any", "of"})
 _AND = frozenset({"and", "as well as", "along with", "plus"})
+_UNITS = frozenset({"mm", "cm", "millimeter", "millimeters", "millimetre", "millimetres", "centimeter",
+                    "centimeters", "centimetre", "centimetres"})
+_SIZE = re.compile(r"\d+(?:mm|cm)")
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Role:
     kind: str
     value: str | None = None
     absent: bool = False  # an observation phrase that states absence ("normal heart size")
+    hedged: bool = False  # an observation phrase that states it uncertainly ("heart size is borderline")
 
 
 @dataclass
@@ -71,6 +75,8 @@ class _Item:
     absent: bool = False
     verb: bool = False  # the phrase contains a verb ("heart is enlarged")
     inner: dict[str, str] = field(default_factory=dict)
+    statement: bool = False  # a longitudinal / textual concept: asserted, but never takes modifiers
+    hedged: bool = False
 
 
 # ------------------------------------------------------------------ the lexicon
@@ -106,6 +112,9 @@ class Lexicon(Vocabulary):
             for toks, value in self.modifier_words[key].items():
                 self._add(toks, Role(kind, value), f"{key} {value}")
         cues = data.get("cues") or {}
+        for key, kind in (("resolution_pre", "neg_pre"), ("resolution_post", "neg_post")):
+            for toks in self.phrases(cues.get(key), f"cues.{key}"):  # negations that say "it was there"
+                self._add(toks, Role(kind, "resolved"), f"cues.{key}")
         cue_kinds = {"negation_pre": "neg_pre", "negation_post": "neg_post", "uncertainty_pre": "unc_pre",
                      "uncertainty_post": "unc_post", "uncertainty_both": "unc_both", "scope_end": "end",
                      "conjunctions": "conj", "comparison": "cmp", "ignore": "ignore"}
@@ -123,11 +132,19 @@ class Lexicon(Vocabulary):
                 self._add(toks[:-1] + (plural(toks[-1]),), Role(kind, concept.id), f"{concept.id}.synonyms (plural)")
             for phrase in concept.absent_forms:
                 self._add(tuple(phrase.split()), Role("obs", concept.id, absent=True), f"{concept.id}.absent_forms")
+            for phrase in concept.uncertain_forms:
+                self._add(tuple(phrase.split()), Role("obs", concept.id, hedged=True), f"{concept.id}.uncertain_forms")
         for c in self.concepts.values():  # look-alikes: read as nothing unless they are something else
             for phrase in c.look_alikes:
                 self._add(tuple(phrase.split()), Role("ignore"), f"{c.id}.not")
         if self._conflicts:
             raise LexiconError(f"{self.source}: conflicting phrases: " + "; ".join(self._conflicts[:10]))
+        self.statement_ids = frozenset(c.id for c in self.concepts.values() if c.kind in ("longitudinal", "textual"))
+        # a finding's change value, read without a finding, states the longitudinal concept itself
+        self.change_statement = {v: next((c for c in self.longitudinal_for_change(v) if c != "comparison"), None)
+                                 for v in self.change_rank}
+        self.measurement = "measurement" if "measurement" in self.concepts else None
+        self.comparison = "comparison" if "comparison" in self.concepts else None
         # single words that may sit inside a phrase ("heart is [mildly] enlarged")
         for key, kind in (("severity", "sev"), ("laterality", "lat")):
             for toks, value in self.modifier_words[key].items():
@@ -140,30 +157,37 @@ class Lexicon(Vocabulary):
 
     # -- matching
     def match(self, tokens: Sequence[str], i: int) -> tuple[int, Role, dict[str, str], bool] | None:
-        """Longest phrase starting at token i: (end index, role, inner modifiers, has verb)."""
+        """Longest phrase starting at token i: (end index, role, inner modifiers, has verb).
+
+        A single severity / laterality word inside a phrase may be skipped; when the word is also
+        the next word of a longer phrase ("heart is mildly prominent" vs "heart is [mildly]
+        enlarged") both readings are followed and the longest match wins."""
         node = self._trie.get(tokens[i])
         if node is None:
             return None
-        best = None
-        inner: dict[str, str] = {}
-        j = i + 1
-        if None in node:
-            best = (j, node[None], {}, False)
+        best: tuple[int, Role, dict[str, str], bool] | None = (i + 1, node[None], {}, False) if None in node else None
         n = len(tokens)
-        while j < n:
-            t = tokens[j]
-            nxt = node.get(t)
-            if nxt is None:
+        stack: list[tuple[dict[str, Any], int, dict[str, str]]] = [(node, i + 1, {})]
+        while stack:
+            node, j, inner = stack.pop()
+            while j < n:
+                t = tokens[j]
                 skip = self._inner_skip.get(t)
-                if skip is None or j + 1 >= n or tokens[j + 1] not in node:
+                if skip is not None and j + 1 < n and tokens[j + 1] in node:
+                    key = "severity" if skip.kind == "sev" else "laterality"
+                    if t in node:  # both readings: explore the skip later
+                        stack.append((node, j + 1, {**inner, key: skip.value or ""}))
+                    else:
+                        inner = {**inner, key: skip.value or ""}
+                        j += 1
+                        continue
+                nxt = node.get(t)
+                if nxt is None:
                     break
-                inner = {**inner, ("severity" if skip.kind == "sev" else "laterality"): skip.value or ""}
+                node = nxt
                 j += 1
-                continue
-            node = nxt
-            j += 1
-            if None in node:
-                best = (j, node[None], inner, False)
+                if None in node and (best is None or j > best[0]):
+                    best = (j, node[None], inner, False)
         if best is not None and best[1].kind == "obs":
             best = (best[0], best[1], best[2], any(t in _VERBS for t in tokens[i:best[0]]))
         return best
@@ -179,7 +203,8 @@ class Lexicon(Vocabulary):
 
 
 def _fmt(role: Role) -> str:
-    return role.kind + (f" {role.value}" if role.value else "") + (" (absent)" if role.absent else "")
+    return (role.kind + (f" {role.value}" if role.value else "") + (" (absent)" if role.absent else "")
+            + (" (uncertain)" if role.hedged else ""))
 
 
 @functools.lru_cache(maxsize=4)
@@ -247,42 +272,56 @@ class LexiconExtractor:
                 sentences[-1].append(_Item("comma", None, start, end, i))
                 i += 1
                 continue
+            if lex.measurement and tok[0].isdigit():  # "12 mm", "1.5 cm", "2cm": a measurement statement
+                j = i + 2 if (i + 2 < n and toks[i + 1] == "." and toks[i + 2][0].isdigit()
+                              and raw[i + 1][1] == end and raw[i + 2][1] == raw[i + 1][2]) else i  # decimals
+                if _SIZE.fullmatch(toks[j]) or (j + 1 < n and toks[j].isdigit() and toks[j + 1] in _UNITS):
+                    j = j + 1 if _SIZE.fullmatch(toks[j]) else j + 2
+                    sentences[-1].append(_Item("obs", lex.measurement, start, raw[j - 1][2], i, statement=True))
+                    i = j
+                    continue
             m = lex.match(toks, i)
             if m is None:
                 sentences[-1].append(_Item("word", tok, start, end, i))
                 i += 1
                 continue
             j, role, inner, verb = m
-            if role.kind != "ignore":
-                sentences[-1].append(_Item(role.kind, role.value, start, raw[j - 1][2], i, role.absent, verb, inner))
+            if role.kind == "ignore":  # kept (as a look-alike) only so a change word beside it is not a statement
+                sentences[-1].append(_Item("lookalike", None, start, raw[j - 1][2], i))
+            else:
+                sentences[-1].append(_Item(role.kind, role.value, start, raw[j - 1][2], i, role.absent, verb, inner,
+                                           role.kind == "obs" and role.value in lex.statement_ids, role.hedged))
             i = j
         return [s for s in sentences if s]
 
     # -- stage 3: assertions from cue scopes
     @staticmethod
-    def _assertions(items: list[_Item]) -> dict[int, tuple[int, str]]:
-        """index of each observation item -> (distance to its nearest cue, cue kind)."""
-        cues: dict[int, tuple[int, str]] = {}
+    def _assertions(items: list[_Item]) -> dict[int, tuple[int, str, str | None]]:
+        """index of each observation item -> (distance to its nearest cue, cue kind, cue value)."""
+        cues: dict[int, tuple[int, str, str | None]] = {}
 
         def note(k: int, cue: _Item, kind: str, backward: bool = False) -> None:
             d = abs(items[k].tok - cue.tok)
             # on a tie the cue after the finding wins: "possible effusion has resolved"
             if k not in cues or d < cues[k][0] or (backward and d == cues[k][0]):
-                cues[k] = (d, kind)
+                cues[k] = (d, kind, cue.value)
 
         n = len(items)
         # forward scopes
         open_cue: _Item | None = None
+        first = False  # no observation yet since the cue: only then may a statement take it
         for k, it in enumerate(items):
             if it.kind in ("neg_pre", "unc_pre", "unc_both"):
-                open_cue = it
+                open_cue, first = it, True
             elif it.kind == "end":
                 open_cue = None
             elif open_cue is not None and (it.kind == "comma" or _is_and(it)):
                 if not _continues_list(items, k + 1):
                     open_cue = None
             elif open_cue is not None and it.kind == "obs":
-                note(k, open_cue, "neg" if open_cue.kind == "neg_pre" else "unc")
+                if not it.statement or first:
+                    note(k, open_cue, "neg" if open_cue.kind == "neg_pre" else "unc")
+                first = False
         # backward scopes (and the backward half of "versus")
         for k, it in enumerate(items):
             if it.kind not in ("neg_post", "unc_post", "unc_both"):
@@ -338,17 +377,35 @@ class LexiconExtractor:
             if key not in cand[target] or c < cand[target][key]:
                 cand[target][key] = c
 
+    def _standalone_changes(self, items: list[_Item], clauses: list[tuple[str, list[int]]]) -> None:
+        """Change words in a clause with no finding to attach to ("No interval change.",
+        "Findings are stable.") state the longitudinal concept itself: make them statements."""
+        prev_obs = False
+        for boundary, clause in clauses:
+            has_obs = any(items[k].kind == "obs" and not items[k].statement for k in clause)
+            if not has_obs and not (boundary == "comma" and prev_obs):
+                subject = False  # "the line is unchanged": about a look-alike, not the whole study
+                for k in clause:
+                    it = items[k]
+                    subject = subject or it.kind == "lookalike"
+                    cid = self.lexicon.change_statement.get(it.value or "") if it.kind == "chg" else None
+                    if cid is not None and not subject:
+                        items[k] = _Item("obs", cid, it.start, it.end, it.tok, statement=True)
+            prev_obs = has_obs
+
     def extract_one(self, text: str) -> list[Entity]:
         """Entities of one report, in reading order."""
         out: list[Entity] = []
         lex = self.lexicon
         for items in self._sentences(text):
+            clauses = self._clauses(items)
+            self._standalone_changes(items, clauses)
             cues = self._assertions(items)
             cand: dict[int, dict[str, tuple[int, int, str]]] = {}  # obs -> key -> (priority, distance, value)
             anat_of: dict[int, str] = {}
             prev_obs: list[int] = []
-            for boundary, clause in self._clauses(items):
-                obs = [k for k in clause if items[k].kind == "obs"]
+            for boundary, clause in clauses:
+                obs = [k for k in clause if items[k].kind == "obs" and not items[k].statement]
                 cand.update({k: {} for k in obs})
                 if obs:
                     self._modifier_candidates(items, clause, obs, cand, None)
@@ -360,17 +417,27 @@ class LexiconExtractor:
                     self._modifier_candidates(items, clause, obs, cand, prev_obs[-1])
                 prev_obs = obs
             mods = {o: {**{key: v[2] for key, v in c.items()}, **items[o].inner} for o, c in cand.items()}
+            # "X, increased since the prior study": the comparison is the finding's change attribute
+            # ("X, unchanged from the prior" keeps it: an unchanged finding is no change of its own)
+            attached = any(m.get("change", "unchanged") != "unchanged" for m in mods.values())
             for k, it in enumerate(items):
+                if it.kind == "obs" and attached and it.value == lex.comparison:
+                    continue
                 if it.kind == "obs":
                     cue = cues.get(k)
                     if cue and cue[1] == "unc":
                         assertion = "uncertain"
                     elif (cue and cue[1] == "neg") or it.absent:
                         assertion = "absent"
+                    elif it.hedged:
+                        assertion = "uncertain"
                     else:
                         assertion = "present"
+                    found = mods.get(k, {})
+                    if assertion == "absent" and cue and cue[2] == "resolved":  # "the effusion has resolved"
+                        found = {**found, "change": "resolved"}
                     out.append(Entity(text[it.start:it.end], "observation", assertion, it.value,
-                                      dict(sorted(mods.get(k, {}).items())), anat_of.get(k), it.start, it.end))
+                                      dict(sorted(found.items())), anat_of.get(k), it.start, it.end))
                 elif it.kind == "anat":
                     concept = lex.concepts[it.value or ""]
                     lat = concept.laterality
@@ -398,7 +465,7 @@ def _continues_list(items: list[_Item], k: int) -> bool:
     it = items[k]
     if it.kind in ("neg_pre", "unc_pre"):
         return True
-    if it.kind != "obs" or it.verb:
+    if it.kind != "obs" or it.verb or it.statement:
         return False
     if not conj:  # "no pneumothorax, pleural effusion is present": a verb after the finding starts a clause
         for nxt in items[k + 1:]:

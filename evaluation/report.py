@@ -31,6 +31,8 @@ from evaluation.dose_response import MIN_CLUSTERS
 from evaluation.stats import StudyStatistics, compute_statistics, write_tables
 from evaluation.study_data import LABELS, METHODS, StudyData, load_study
 from evaluation.textdiff import DIFF_CSS, render_side, word_diff
+from steering.errors import RadsteerError
+from steering.store.files import claim_dir, only_files_like, write_atomic
 
 MAX_HTML_ROWS = 400
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; base-uri 'none'"
@@ -367,6 +369,7 @@ SECTIONS: list[Section] = [
     Section("methods-rates", "Rates by labelling method and direction", render_method_rates),
     Section("tests", "Per-feature tests", render_tests),
     Section("agreement", "Agreement", render_agreement),
+    Section("interpretations", "Feature interpretations (detection F1)", lambda ctx: render_interpretation(ctx)),
     Section("flow", "Flow of cases and rows", render_flow),
     Section("checklist", "Reporting checklist", render_checklist),
     Section("notes", "Deviations, degenerate data and notes", render_notes),
@@ -473,6 +476,28 @@ def render_html(data: StudyData, stats: StudyStatistics, *, title: str | None = 
     )
 
 
+def render_interpretation(ctx: ReportContext) -> str | None:
+    """Feature interpretations (radsteer interpret / features.select): counts, F1 histogram, precision vs
+    recall, ρ, categories, validity. Left out when the study has none."""
+    it = ctx.stats.interpretation
+    if it is None:
+        return None
+    frames = it.to_frames()
+    best = it.features.dropna(subset=["f1"]).sort_values("f1", ascending=False)
+    return (f"<pre>{_e(it.summary())}</pre>"
+            + "<figure>" + plots.f1_histogram(it.histogram, f"{it.counts['n_scored']} features ({it.counts['explainer']})")
+            + "</figure><figure>" + plots.precision_recall_scatter(it.features) + "</figure>"
+            + "<h3>Counts</h3>" + ctx.table(frames["interpretation_counts"], "interpretation_counts")
+            + "<h3>Activation frequency vs F1 (Spearman, bootstrap 95% CI)</h3>"
+            + ctx.table(frames["interpretation_frequency_spearman"], "interpretation_frequency_spearman")
+            + "<h3>By target concept category</h3>" + ctx.table(it.by_category, "interpretation_by_category")
+            + "<h3>Radiologists' validity vs F1 (AUROC)</h3>"
+            + ctx.table(frames["interpretation_validity_auroc"], "interpretation_validity_auroc")
+            + "<h3>Features by F1</h3>"
+            + ctx.table(best[["feature_id", "explainer", "f1", "precision", "recall", "frequency"]],
+                        "interpretation_features"))
+
+
 def annotations_long(data: StudyData) -> pd.DataFrame:
     """One row per annotation × answered question, with the generation's design columns."""
     cols = ["task", "item_key", "generation_id", "case_id", "feature_id", "alpha", "annotator", "question",
@@ -511,21 +536,32 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, stats: S
     data = data if data is not None else load_study(run_dir)
     stats = stats if stats is not None else compute_statistics(data, **stat_kw)
     out = Path(out) if out is not None else run_dir / "report.html"
+    if out.exists() and not _is_radsteer_report(out):
+        raise RadsteerError(f"{out} exists and is not a radsteer report; radsteer will not overwrite it: "
+                            f"choose another output file")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tables_dir = out.parent / f"{out.stem}_tables"
-    tables_dir.mkdir(parents=True, exist_ok=True)
+    tables_dir = claim_dir(out.parent / f"{out.stem}_tables", "report_tables", what="the report's tables",
+                           recognise=lambda d: _is_radsteer_report(out) and only_files_like(d, ".csv", ".parquet"))
     frames = stats.to_frames()
     frames["per_feature"] = per_feature_table(stats, data)
     frames["annotations_long"] = annotations_long(data)
     files = write_tables(frames, tables_dir)
-    text = render_html(data, stats, title=title, n_examples=n_examples, deviations=deviations, created=created)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    write_atomic(out, render_html(data, stats, title=title, n_examples=n_examples, deviations=deviations,
+                                  created=created))
     pdf_path = None
     if pdf:
         from evaluation.report_pdf import write_pdf
 
-        pdf_path = write_pdf(text, out.with_suffix(".pdf"))
+        pdf_path = write_pdf(out.read_text(encoding="utf-8"), out.with_suffix(".pdf"))
         files.append(pdf_path)
     return ReportResult(out, tables_dir, [out, *files], pdf_path)
+
+
+def _is_radsteer_report(path: Path) -> bool:
+    """A file radsteer's `render_html` wrote (its <title> says so), which it may replace."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return b"<title>radsteer report" in head

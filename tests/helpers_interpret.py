@@ -64,3 +64,59 @@ def write_planted_study(root: Path, *, n_docs: int = 90, per_word: int = 40):
                 "threshold": torch.tensor(0.0), "k": torch.tensor(2), "group_sizes": torch.tensor([p.bank.n_features])},
                root / "ae.pt")
     return protocol, p
+
+
+FILLER = ("there", "is", "no", "the", "heart", "size", "normal", "lungs", "clear", "with", "of", "and", "stable",
+          "findings", "chest", "lower", "lobe")
+
+
+def add_synthetic_feature(store: StudyStore, fid: str, word: str, *, marker: str = "", n_top: int = 20,
+                          n_quantile: int = 10, n_zero: int = 30, seed: int = 0, doc_prefix: str = "") -> None:
+    """Stored contexts of a feature that fires exactly on `word` (as `radsteer mine` would store them),
+    without a model: active windows hold `word` at their centre, non-activating windows never do.
+    `marker` (e.g. "#429once") is appended to every context, to steer the loopback server."""
+    import random
+
+    rng = random.Random(f"{seed}:{fid}")
+    rows = []
+    extra = [f" {marker}"] if marker else []
+
+    def window(center_word: str | None) -> list[str]:
+        left = [f" {rng.choice(FILLER)}" for _ in range(3)]
+        right = [f" {rng.choice(FILLER)}" for _ in range(3)]
+        mid = [f" {center_word or rng.choice(FILLER)}"]
+        return left + mid + right + extra
+
+    prefix = doc_prefix or fid
+    for kind, n in (("top", n_top), ("quantile", n_quantile), ("zero", n_zero)):
+        for rank in range(n):
+            active = kind != "zero"
+            act = round(5.0 - rank * 0.1, 3) if kind == "top" else round(rng.uniform(0.5, 4.0), 3) if active else 0.0
+            toks = window(word if active else None)
+            acts = [0.0] * len(toks)
+            acts[3] = act
+            rows.append({"feature_id": fid, "kind": kind, "rank": rank, "activation": act,
+                         "doc_id": f"{prefix}-{kind}-{rank}", "token_index": 10, "tokens": toks,
+                         "activations": acts, "center": 3})
+    store.insert_ignore("feature_contexts", rows)
+    store.upsert("feature_stats", [{"feature_id": fid, "corpus_hash": "synthetic", "n_tokens": 10_000,
+                                    "frequency": (n_top + n_quantile) / 10_000, "max_activation": 5.0,
+                                    "quantiles": {"n_active": n_top + n_quantile, "p25": 1.4, "p50": 2.3,
+                                                  "p75": 3.2}}], key=["feature_id"])
+
+
+def oracle_respond(body: dict, user: str) -> str:
+    """A loopback 'LLM' that explains and scores perfectly: it reads the marked tokens, names them,
+    and predicts a context active when it holds the named word."""
+    import json
+    import re
+
+    system = next((m["content"] for m in body["messages"] if m["role"] == "system"), "")
+    if "interpret-explain" in system:
+        words = re.findall(r"<<([^<>]+)>>", user)
+        word = max(set(words), key=words.count) if words else ""
+        return json.dumps({"description": f"mentions of {word}", "targets": [word, "not_a_concept"]})
+    desc = re.search(r"Feature description: mentions of (\S+)", user)
+    word = desc.group(1) if desc else "\x00"
+    lines = re.findall(r"^\d+\. (.*)$", user.split("Contexts:", 1)[1], flags=re.M)
+    return json.dumps({"active": [f" {word} " in f" {line} " for line in lines]})

@@ -228,7 +228,8 @@ def test_offsets_point_into_the_original_text(x: LexiconExtractor) -> None:
 
 def test_edge_inputs(x: LexiconExtractor) -> None:
     assert x.extract([]) == []
-    assert x.extract(["", "   ", "...", "1.5 cm"]) == [[], [], [], []]
+    assert x.extract(["", "   ", "...", "1.5"]) == [[], [], [], []]
+    assert [(e.text, e.concept) for e in x.extract_one("1.5 cm")] == [("1.5 cm", "measurement")]  # textual concept
     assert x.extract_one("Nodule measuring 1.5 cm. No effusion.")[0].concept == "nodule"
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from steering.errors import RadsteerError
+from steering.store.files import write_atomic
 
 DEMO_PROTOCOL = "demo.yaml"
 DEMO_CASES = Path("data") / "demo_cases.jsonl"
@@ -41,8 +42,13 @@ def install_demo(out: Path) -> Path:
             raise RadsteerError(f"the bundled demo file protocols/{rel} is missing: reinstall radsteer")
         dst = out / rel
         data = src.read_bytes()
-        if not dst.exists() or dst.read_bytes() != data:
-            dst.write_bytes(data)
+        if not dst.exists():
+            write_atomic(dst, data)
+        elif dst.read_bytes() != data:  # edited by the user (README: "edit DIR/demo.yaml"): keep it
+            raise RadsteerError(
+                f"{dst} differs from the bundled demo file and `radsteer demo` will not overwrite it: run "
+                f"`radsteer run {out / DEMO_PROTOCOL} --runs-dir {out / 'runs'}` to use your edits, or "
+                f"choose another --out")
     return out / DEMO_PROTOCOL
 
 
@@ -121,6 +127,6 @@ def run(args: argparse.Namespace) -> int:
     for line in result.lines():
         print(f"  {line}")
     if result.report_path is None:
-        raise RadsteerError("the demo produced no report (a step was skipped, see above)")
+        raise RadsteerError("the demo produced no report (see the messages above)")
     print(f"report: {result.report_path}")
     return 0

@@ -55,9 +55,10 @@ def run(args: argparse.Namespace) -> int:
     with study.open_store() as store:
         study.record(store, study.engine(adapter, bank), bank)
         report = miner.run(store, corpus, progress=not args.no_progress)
+    from steering.store.files import write_atomic
     from steering.store.manifest import sha256_file
 
-    (study.run_dir / "mining.json").write_text(json.dumps({
+    write_atomic(study.run_dir / "mining.json", json.dumps({
         "corpus": str(corpus.resolve()), "corpus_sha256": sha256_file(corpus),
         "corpus_hash": miner.mining_key(sha256_file(corpus)), "layer": study.protocol.layer,
         "layer_module": adapter.layer_module_path(study.protocol.layer), "reader": miner.reader.kind,
