@@ -180,26 +180,38 @@ class StudyStore(ReaderStudyMixin):
             return {(r.case_id, r.feature_id, float(r.alpha)) for r in conn.execute(stmt)}
 
     def add_generations(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Store a finished batch in one transaction; rows already stored are left untouched."""
-        return self.insert_ignore("generations", rows)
+        """Store a finished batch in one transaction; rows already stored are left untouched.
+        Rows carry `error` only when they failed, so grouping by columns keeps one statement each."""
+        groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+        for r in rows:
+            groups.setdefault(tuple(sorted(r)), []).append(r)
+        n = 0
+        with self.transaction() as conn:
+            for group in groups.values():
+                n += self.insert_ignore("generations", group, conn=conn)
+        return n
 
     def generations_with_baselines(self) -> pd.DataFrame:
         """Each steered generation beside its case's baseline (same settings, α = 0).
 
-        Columns: generation_id, case_id, feature_id, alpha, settings_hash, text,
-        baseline_generation_id, baseline_text, description, target_concepts.
+        Columns: generation_id, case_id, feature_id, alpha, settings_hash, text, error,
+        baseline_generation_id, baseline_text, baseline_error, description, target_concepts
+        (`error`/`baseline_error`: why that generation failed, else None).
         """
         g = self.dataframe("generations")
+        if "error" not in g.columns:  # a study made before generations had the column
+            g["error"] = None
         f = self.dataframe("features")
         if g.empty:
             return pd.DataFrame(
                 columns=[
-                    "generation_id", "case_id", "feature_id", "alpha", "settings_hash", "text",
-                    "baseline_generation_id", "baseline_text", "description", "target_concepts",
+                    "generation_id", "case_id", "feature_id", "alpha", "settings_hash", "text", "error",
+                    "baseline_generation_id", "baseline_text", "baseline_error", "description", "target_concepts",
                 ]
             )
-        base = g[g.feature_id == schema.BASELINE_FEATURE][["case_id", "settings_hash", "id", "text"]]
-        base = base.rename(columns={"id": "baseline_generation_id", "text": "baseline_text"})
+        base = g[g.feature_id == schema.BASELINE_FEATURE][["case_id", "settings_hash", "id", "text", "error"]]
+        base = base.rename(columns={"id": "baseline_generation_id", "text": "baseline_text",
+                                    "error": "baseline_error"})
         steered = g[g.feature_id != schema.BASELINE_FEATURE].rename(columns={"id": "generation_id"})
         out = steered.merge(base, on=["case_id", "settings_hash"], how="left")
         out = out.merge(f[["feature_id", "description", "target_concepts"]], on="feature_id", how="left")
