@@ -306,8 +306,7 @@ class AnnotationApp:
             view.ref,
             gr.Radio(choices=[(MODES[m], m) for m in modes], value=mode if mode in modes else None,
                      visible=len(modes) > 1),
-            view.progress, header, views.images_html(images), view.left,
-            view.right if view.task == "change" else "", view.readers,
+            view.progress, header, views.images_html(images), *self._sides(view), view.readers,
             gr.Column(visible=view.task == "change" and not view.finished),
             gr.Column(visible=view.task == "feature" and not view.finished),
         ]
@@ -321,6 +320,15 @@ class AnnotationApp:
         vals.append(views.keys_html({**keymap(view.task), **{k: ("", v) for k, v in IMAGE_KEYS.items()}}
                                     if view.images else keymap(view.task)))
         return vals
+
+    @staticmethod
+    def _sides(view: ItemView) -> tuple[str, str]:
+        if view.finished:
+            return "", ""
+        if view.task == "change":
+            return ('<div class="rs-side-title">Baseline report</div>' + view.left,
+                    '<div class="rs-side-title">Steered report (changes highlighted)</div>' + view.right)
+        return '<div class="rs-side-title">Top-activating contexts (darker = stronger)</div>' + view.left, ""
 
     def _guard(self, fn, *args):
         try:
