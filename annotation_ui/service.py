@@ -202,5 +202,13 @@ class AnnotationService:
             ).all()
         if feat is None:
             raise AnnotationInputError(f"feature {feature_id!r} is no longer in the study store")
-        view.header = views.feature_header(dict(feat._mapping))
+        feature = dict(feat._mapping)
+        interp = self.store.interpretation_for(feature_id)  # `radsteer interpret`, if it ran
+        f1 = feature.get("interpretability")
+        if f1 is None and interp is not None and interp.get("description") == feature.get("description"):
+            f1 = interp.get("f1")  # the score of exactly the description shown
+        # the F1 is an automated score: shown only where the automated labels are (not blinded)
+        view.header = views.feature_header(feature, f1=f1 if self.show_automated else None)
         view.left = views.contexts_html([dict(c._mapping) for c in ctx])
+        if interp is not None:
+            view.left += views.heldout_html(interp.get("examples") or [])

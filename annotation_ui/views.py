@@ -48,7 +48,8 @@ def change_sides(baseline: str, steered: str) -> tuple[str, str]:
             f'<div class="rs-report" id="rs-steered">{render_side(segs, "steered")}</div>')
 
 
-def feature_header(feature: dict[str, Any]) -> str:
+def feature_header(feature: dict[str, Any], f1: float | None = None) -> str:
+    """The feature, its description and targets; its detection F1 only when given (not blinded)."""
     targets = feature.get("target_concepts") or []
     out = (f'<div class="rs-head"><b>Feature</b> <code>{esc(feature["feature_id"])}</code> '
            f'<span class="rs-muted">({esc(str(feature.get("source", "")))} #{esc(str(feature.get("bank_index", "")))})'
@@ -56,7 +57,29 @@ def feature_header(feature: dict[str, Any]) -> str:
            f'{esc(feature.get("description") or "(no description)")}</div>')
     if targets:
         out += f'<div class="rs-muted"><b>Target concepts:</b> {esc(", ".join(map(str, targets)))}</div>'
+    if f1 is not None:
+        out += f'<div class="rs-muted" id="rs-f1"><b>Detection F1:</b> {float(f1):.2f}</div>'
     return out
+
+
+MAX_HELDOUT = 8
+
+
+def heldout_html(examples: list[dict[str, Any]], n: int = MAX_HELDOUT) -> str:
+    """Held-out scoring examples (never shown to the explainer): half where the feature fires, half
+    where it does not (hard negatives first), with that truth but never the scorer's prediction."""
+    active = [e for e in examples if e.get("label")]
+    inactive = sorted((e for e in examples if not e.get("label")), key=lambda e: e.get("kind") != "hard")
+    picked = active[: n // 2] + inactive[: n - min(len(active), n // 2)]
+    if not picked:
+        return ""
+    rows = []
+    for e in picked:
+        tag = "fires" if e.get("label") else ("does not fire (shares the description's words)"
+                                             if e.get("kind") == "hard" else "does not fire")
+        rows.append(f'<div class="rs-ctx"><span class="rs-muted">{esc(tag)}</span><br>{esc(str(e.get("text", "")))}</div>')
+    return ('<div id="rs-heldout"><div class="rs-muted" style="margin-top:8px"><b>Held-out examples</b> '
+            f'(not used to write the description)</div>{"".join(rows)}</div>')
 
 
 def contexts_html(contexts: list[dict[str, Any]]) -> str:

@@ -40,7 +40,8 @@ class LoadedProtocol:
         return q if q.is_absolute() else (self.base_dir / q).resolve()
 
     def canonical(self) -> dict[str, Any]:
-        return self.protocol.model_dump(mode="json")
+        # how a sweep is executed (local / Ray) does not change what the study is
+        return self.protocol.model_dump(mode="json", exclude={"execution"})
 
     def canonical_hash(self) -> str:
         """Hash of the validated protocol (defaults filled in, key order irrelevant)."""

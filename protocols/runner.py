@@ -124,12 +124,26 @@ def run_study(
 def sweep_step(study: Study, config: Config, result: RunResult, *, checked: CheckedStudy | None = None,
                echo: Echo = print, prefix: str = "") -> None:
     """Build missing concept vectors, then generate every planned row not yet stored."""
+    from protocols.execution import execution_options, sweep_on_ray
+
     progress = _progress(config)
+    options = execution_options(study, config)
     _ = study.cases  # read and check the cases before loading any model
-    adapter = study.load_adapter()
+    adapter = None
     if study.protocol.features.source == "concept" and study.concept_vectors_state() != "current":
+        adapter = study.load_adapter()
         echo(f"{prefix}building concept vectors → {study.bank_path()}")
         study.ensure_concept_vectors(adapter=adapter, echo=echo)
+    if options.executor == "ray":  # the workers load the model; this process only dispatches
+        del adapter
+        gc.collect()
+        ray_report = sweep_on_ray(study, options, progress=progress)
+        result.rows_generated, result.rows_already_stored = ray_report.generated, ray_report.already_stored
+        result.tokens_generated = ray_report.tokens
+        result.sweep_summary = ray_report.summary()
+        echo(f"{prefix}sweep: {ray_report.summary()}")
+        return
+    adapter = adapter or study.load_adapter()
     bank = study.load_bank()
     engine = study.engine(adapter, bank)  # width and layer checked again on the real model
     rows = study.planned_rows(bank)

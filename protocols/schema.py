@@ -198,6 +198,18 @@ class ReportOptions(_Strict):
     multiplicity: Literal["holm", "fdr_bh"] = _default("stats.correction")
 
 
+class ExecutionOptions(_Strict):
+    """How the sweep runs (steering.distributed); not part of the study's identity (hash)."""
+
+    executor: Literal["local", "ray"] = _default("execution.executor")
+    workers: int = Field(default=_default("execution.workers"), ge=1)
+    gpus_per_worker: float = Field(default=0.0, ge=0)
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    threads_per_worker: int = Field(default=1, ge=1)
+    address: str | None = _default("execution.address")  # a Ray cluster to join; none: a local Ray
+    cases_per_task: int | None = Field(default=None, ge=1)
+
+
 class Protocol(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # also the run directory's name
     description: str = ""
@@ -211,6 +223,7 @@ class Protocol(_Strict):
     evaluation: EvaluationOptions = Field(default_factory=EvaluationOptions)
     annotation: AnnotationOptions = Field(default_factory=AnnotationOptions)
     report: ReportOptions = Field(default_factory=ReportOptions)
+    execution: ExecutionOptions = Field(default_factory=ExecutionOptions)
     seed: int = 0
 
     @field_validator("alphas")

@@ -284,32 +284,32 @@ class Study:
 
     def record(self, store: StudyStore, engine, bank) -> None:
         """Freeze the protocol, write the manifest, register cases and features."""
-        from steering.cpu import cpu_info  # imports torch: only where a model runs
-
         self.check_run_dir()
+        from steering.distributed import EngineInfo, engine_info
+
         self.run_dir.mkdir(parents=True, exist_ok=True)
         frozen = self.run_dir / PROTOCOL_FILENAME
         if not frozen.exists():
             shutil.copyfile(self.loaded.path, frozen)
-        adapter = engine.adapter
-        model_path = adapter.path
+        info = engine if isinstance(engine, EngineInfo) else engine_info(engine)  # Ray: the workers' engine
+        model_path = info.path
         write_manifest(self.run_dir, build_manifest(
             study=self.protocol.name,
             protocol_hash=self.loaded.canonical_hash(),
             protocol_path=str(self.loaded.path),
-            model={"kind": self.protocol.model.kind, "name": adapter.name, "path": model_path,
+            model={"kind": self.protocol.model.kind, "name": info.name, "path": model_path,
                    "sha256": sha256_path(model_path) if model_path and Path(model_path).exists() else None,
-                   "dtype": str(adapter.dtype).removeprefix("torch."), "dtype_requested": self.protocol.model.dtype,
-                   "device": str(adapter.device), "prompt": getattr(adapter, "prompt_style", None)},
-            cpu=cpu_info(),
+                   "dtype": info.dtype, "dtype_requested": self.protocol.model.dtype,
+                   "device": info.device, "prompt": info.prompt},
+            cpu=info.cpu,
             feature_bank={"path": str(self.bank_path()), "source": bank.source, "sha256": bank.provenance.get("sha256"),
                           "format": bank.provenance.get("format"), "n_features": bank.n_features},
             layer=self.protocol.layer,
-            layer_module=adapter.layer_module_path(self.protocol.layer),
+            layer_module=info.layer_module,
             vector_space=self.protocol.steering.vector_space,
             normalisation_factor=bank.normalisation_factor,
-            settings_hash=engine.settings_hash(),
-            engine=engine.describe(),
+            settings_hash=info.settings_hash,
+            engine=info.describe,
             seeds={"protocol": self.protocol.seed, "generation": self.protocol.generation.seed,
                    "split": self.protocol.cases.split.seed},
             feature_selection=selection_record(self.loaded),

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluation.extractors import get_extractor
+    from evaluation.extractors import ExtractorError, get_extractor
     from evaluation.labelling import label_pairs, read_pairs, write_jsonl_atomic
     from protocols.config import resolve
 
@@ -37,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
     pairs = read_pairs(args.pairs)
     cache = cfg.evaluate.radgraph_cache
     options = {"cache_dir": cache} if extractor_name.startswith("radgraph") and cache else {}
-    extractor = get_extractor(extractor_name, **options)
+    try:
+        extractor = get_extractor(extractor_name, **options)
+    except ExtractorError as exc:  # a broken plugin: one line, not a traceback
+        raise RadsteerError(str(exc)) from exc
     progress = not args.quiet and len(pairs) >= 100
     judge = combine = llm = None
     config = cfg.judge_config()

@@ -256,6 +256,15 @@ class StudyStore(ReaderStudyMixin):
             for group in groups.values():
                 self.upsert("features", group, key=["feature_id"], conn=conn)
 
+    def interpretation_for(self, feature_id: str) -> dict[str, Any] | None:
+        """The feature's latest stored interpretation without error (None if never interpreted)."""
+        t = schema.feature_interpretations
+        stmt = (select(t).where(t.c.feature_id == feature_id, t.c.error.is_(None))
+                .order_by(t.c.created_at.desc(), t.c.explainer).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return dict(row._mapping) if row is not None else None
+
     def interpretations(self, explainer: str | None = None) -> pd.DataFrame:
         """The `feature_interpretations` table (optionally one explainer's rows)."""
         df = self.dataframe("feature_interpretations")
