@@ -184,6 +184,8 @@ LAYOUT_CSS = (
     ".rs-tools button{background:#333;color:#eee;border:1px solid #666;border-radius:4px;padding:0 8px}"
     ".rs-tools input[type=range]{width:90px}"
     "#rs-images-col:not(:has(.rs-viewer)){display:none}"
+    "body:not(:has(#rs-item[data-task=change][data-finished='0'])) #rs-q-change{display:none !important}"
+    "body:not(:has(#rs-item[data-task=feature][data-finished='0'])) #rs-q-feature{display:none !important}"
     "@media (min-width:1400px){#rs-main{flex-wrap:nowrap}#rs-images-col{flex:3 1 0 !important}"
     "#rs-text-col{flex:2 1 0 !important}.rs-stage{height:62vh}.rs-img{max-height:62vh}}"
     "@media (max-width:1399px){#rs-main{flex-wrap:wrap}#rs-images-col,#rs-text-col{flex:1 1 100% !important}"
