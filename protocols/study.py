@@ -238,9 +238,19 @@ class Study:
                 f"not {model_name}: rebuild them with `radsteer vectors build {self.loaded.path} --force`"
             )
 
+    def check_device(self) -> str:
+        """model.device must exist on this machine (checked before any weights are read)."""
+        from steering.adapters import resolve_device
+
+        try:
+            return resolve_device(self.protocol.model.device)
+        except RadsteerError as exc:
+            raise RadsteerError(f"{self.loaded.where('model', 'device')}: {exc}") from None
+
     def load_adapter(self):
         from steering.models import load_adapter
 
+        self.check_device()
         m = self.protocol.model
         return load_adapter(m.kind, self.loaded.resolve(m.path) if m.path else None, dtype=m.dtype, device=m.device,
                             prompt=m.prompt)
@@ -250,6 +260,7 @@ class Study:
 
         p = self.protocol
         self.check_width(bank, adapter.hidden_size, adapter.num_layers, adapter.name)
+        self.check_pushes(bank, adapter.dtype)
         spec = SteeringSpec(layer=p.layer, space=p.steering.vector_space, unit_norm=p.steering.unit_norm,
                             positions=p.steering.positions, exclude=tuple(p.steering.exclude))
         g = p.generation
@@ -257,6 +268,17 @@ class Study:
                                       temperature=g.temperature, top_p=g.top_p, seed=g.seed, stop=tuple(g.stop),
                                       no_repeat_ngram_size=g.no_repeat_ngram_size)
         return SteeringEngine(adapter, bank, spec=spec, settings=settings, batch_size=g.batch_size)
+
+    def check_pushes(self, bank, dtype) -> None:
+        """Every α·v of the protocol must be a finite number in the model's dtype."""
+        from steering.engine import push_problem
+
+        p = self.protocol
+        why = push_problem(bank, self.feature_ids(bank), p.alphas, dtype, space=p.steering.vector_space,
+                           unit_norm=p.steering.unit_norm)
+        if why:
+            alpha, message = why
+            raise RadsteerError(f"{self.loaded.where('alphas', p.alphas.index(alpha))}: {message}")
 
     def planned_rows(self, bank):
         from steering.engine import plan_rows

@@ -10,6 +10,9 @@ MODEL_KINDS = ("demo", "hf_causal_lm", "maira2")
 
 def load_adapter(kind: str, path: str | None = None, *, dtype: str = "auto", device: str = "auto",
                  prompt: str = "auto") -> ModelAdapter:
+    from steering.adapters import resolve_device
+
+    resolve_device(device)  # a device this machine lacks: one line before anything loads
     if kind == "demo":
         from steering.demo_model import load_demo_adapter
 
