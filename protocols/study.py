@@ -268,6 +268,14 @@ class Study:
                                       no_repeat_ngram_size=g.no_repeat_ngram_size)
         return SteeringEngine(adapter, bank, spec=spec, settings=settings, batch_size=g.batch_size)
 
+    def plan(self, feature_ids: list[str] | None = None) -> dict[str, int]:
+        """What the sweep plans — cases × (1 baseline + features × non-zero α) — as recorded in the
+        manifest (`plan`) for the report's "rows planned"; `feature_ids` default to the protocol's items."""
+        ids = feature_ids if feature_ids is not None else [f.id for f in self.protocol.features.items]
+        n_alpha = sum(1 for a in self.protocol.alphas if float(a) != 0.0)
+        n_cases = len(self.cases)
+        return {"rows": n_cases * (1 + len(ids) * n_alpha), "cases": n_cases, "features": len(ids), "alphas": n_alpha}
+
     def check_pushes(self, bank, dtype) -> None:
         """Every α·v of the protocol must be a finite number in the model's dtype."""
         from steering.engine import push_problem
@@ -345,6 +353,7 @@ class Study:
             seeds={"protocol": self.protocol.seed, "generation": self.protocol.generation.seed,
                    "split": self.protocol.cases.split.seed},
             feature_selection=selection_record(self.loaded),
+            plan=self.plan(self.feature_ids(bank)),
             target_concepts=resolved_targets(self.protocol),  # feature id -> concept ids (resolved at load)
         ))
         # Frozen only after the manifest holds the protocol's hash (both atomically), so a kill at
