@@ -60,3 +60,10 @@ class StoreJudgeCache:
             "judge_cache", [{"model": model, "prompt_hash": prompt_hash, "response": response}],
             key=["model", "prompt_hash"],
         )
+
+    def put_many(self, rows: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Many (model, prompt hash, response) rows in one transaction."""
+        for i in range(0, len(rows), self._CHUNK):
+            self.store.upsert("judge_cache", [{"model": m, "prompt_hash": h, "response": r}
+                                              for m, h, r in rows[i : i + self._CHUNK]],
+                              key=["model", "prompt_hash"])
