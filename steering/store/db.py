@@ -22,6 +22,7 @@ from steering.store import schema
 from steering.store.location import DB_FILENAME, public_url, record_url, resolve_url
 from steering.store.reader_study import ReaderStudyMixin
 from steering.store.schema import TABLES
+from steering.store.versioning import ensure_schema
 
 __all__ = ["DB_FILENAME", "StudyStore"]
 
@@ -50,8 +51,12 @@ class StudyStore(ReaderStudyMixin):
             raise RadsteerError(f"study store {public_url(url)}: {str(exc).splitlines()[0]}") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        try:
-            schema.metadata.create_all(self.engine)
+        sqlite_file = Path(self.engine.url.database) if self.is_sqlite and self.engine.url.database else None
+        try:  # create, or upgrade to the newest schema version (Alembic); a newer one is refused
+            self.upgraded_from = ensure_schema(self.engine, where=public_url(url), sqlite_file=sqlite_file)
+        except RadsteerError:
+            self.engine.dispose()
+            raise
         except SQLAlchemyError as exc:  # unreachable server, wrong database, no permission
             self.engine.dispose()
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
