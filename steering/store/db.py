@@ -21,6 +21,7 @@ from steering.errors import RadsteerError
 from steering.store import schema
 from steering.store.location import DB_FILENAME, public_url, record_url, resolve_url
 from steering.store.reader_study import ReaderStudyMixin
+from steering.store.repositories import RepositoryMixin
 from steering.store.schema import TABLES
 from steering.store.versioning import ensure_schema
 
@@ -36,7 +37,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
-class StudyStore(ReaderStudyMixin):
+class StudyStore(ReaderStudyMixin, RepositoryMixin):
     """Access to one study's database.
 
     >>> store = StudyStore.open("runs/demo")          # runs/demo/study.sqlite
