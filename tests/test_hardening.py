@@ -205,3 +205,49 @@ def test_error_rows_are_stored_with_their_reason_and_evaluated_as_errors(tiny, t
     # a resumed sweep does not generate the failed row again (it is stored, with its reason)
     assert _engine(tiny).sweep(store, CASE, rows, progress=False).generated == 0
     store.close()
+
+
+# ---- protocol.yaml and manifest.json: no window for a different protocol ----------------------
+
+def test_a_kill_between_manifest_and_freeze_leaves_no_window(tmp_path, capsys, monkeypatch) -> None:
+    import protocols.study as study_mod
+
+    a = write_tiny_study(tmp_path, n_cases=1, max_new_tokens=2, features=("f0",), alphas=(1.0,))
+    b_dir = tmp_path / "b"
+    b_dir.mkdir()
+    b = _edit(write_tiny_study(b_dir, n_cases=1, max_new_tokens=2, features=("f0",), alphas=(2.0,)))
+    runs = tmp_path / "runs"
+    run_dir = runs / "tiny"
+
+    def killed(*_a, **_k):
+        raise KeyboardInterrupt  # the sweep dies after manifest.json, before protocol.yaml
+
+    monkeypatch.setattr(study_mod, "write_atomic", killed)
+    assert main(["sweep", str(a), "--runs-dir", str(runs), "--no-progress"]) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert (run_dir / "manifest.json").exists() and not (run_dir / "protocol.yaml").exists()
+    for argv in (["sweep", str(b), "--runs-dir", str(runs)], ["validate", str(b), "--runs-dir", str(runs)]):
+        assert main(argv) == 2
+        assert "different protocol" in _one_line_error(capsys)
+    assert main(["sweep", str(a), "--runs-dir", str(runs), "--no-progress"]) == 0  # the same one resumes
+    assert (run_dir / "protocol.yaml").read_bytes() == a.read_bytes()
+    capsys.readouterr()
+    assert main(["sweep", str(b), "--runs-dir", str(runs)]) == 2
+    assert "different protocol" in _one_line_error(capsys)
+
+
+def test_a_frozen_protocol_without_manifest_must_be_the_same(tmp_path, capsys) -> None:
+    """The state older versions could leave (protocol.yaml frozen first, then killed)."""
+    a = write_tiny_study(tmp_path, n_cases=1, max_new_tokens=2, features=("f0",), alphas=(1.0,))
+    run_dir = tmp_path / "runs" / "tiny"
+    run_dir.mkdir(parents=True)
+    (run_dir / "protocol.yaml").write_text(a.read_text().replace("- 1.0", "- 3.0"))
+    assert main(["validate", str(a), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "holds a different protocol" in _one_line_error(capsys)
+    (run_dir / "protocol.yaml").write_bytes(a.read_bytes())
+    (run_dir / "manifest.json").write_text('{"note": "someone else\'s manifest"}')
+    assert main(["validate", str(a), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "not a radsteer manifest" in _one_line_error(capsys)
+    (run_dir / "manifest.json").unlink()
+    assert main(["validate", str(a), "--runs-dir", str(tmp_path / "runs")]) == 0

@@ -21,7 +21,9 @@ from steering.errors import RadsteerError
 from steering.store import schema
 from steering.store.location import DB_FILENAME, public_url, record_url, resolve_url
 from steering.store.reader_study import ReaderStudyMixin
+from steering.store.repositories import RepositoryMixin
 from steering.store.schema import TABLES
+from steering.store.versioning import ensure_schema
 
 __all__ = ["DB_FILENAME", "StudyStore"]
 
@@ -35,7 +37,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
-class StudyStore(ReaderStudyMixin):
+class StudyStore(ReaderStudyMixin, RepositoryMixin):
     """Access to one study's database.
 
     >>> store = StudyStore.open("runs/demo")          # runs/demo/study.sqlite
@@ -50,8 +52,12 @@ class StudyStore(ReaderStudyMixin):
             raise RadsteerError(f"study store {public_url(url)}: {str(exc).splitlines()[0]}") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        try:
-            schema.metadata.create_all(self.engine)
+        sqlite_file = Path(self.engine.url.database) if self.is_sqlite and self.engine.url.database else None
+        try:  # create, or upgrade to the newest schema version (Alembic); a newer one is refused
+            self.upgraded_from = ensure_schema(self.engine, where=public_url(url), sqlite_file=sqlite_file)
+        except RadsteerError:
+            self.engine.dispose()
+            raise
         except SQLAlchemyError as exc:  # unreachable server, wrong database, no permission
             self.engine.dispose()
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
