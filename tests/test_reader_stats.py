@@ -276,3 +276,27 @@ def test_radsteer_stats_cli_writes_reader_tables(seeded, tmp_path: Path, capsys)
         assert (tmp_path / "stats" / f"{name}.csv").is_file() and (tmp_path / "stats" / f"{name}.parquet").is_file()
     k = pd.read_csv(tmp_path / "stats" / "kappa_vs_radiologist.csv")
     assert k.n_adjudicated.tolist() == [1]
+
+
+def test_report_section_and_headline(seeded, tmp_path: Path) -> None:
+    from evaluation.report import build_report
+
+    seeded.close()
+    res = build_report(tmp_path, n_boot=20)
+    page = res.html_path.read_text()
+    assert 'id="reader-study"' in page and "Reader study" in page
+    assert "13 reads (1 skipped) by 2 readers; 1 assigned reads missing" in page
+    # final answers: label 1 adjudicated + 4 majority, interpretation 1 + 4, coherent 1 + 3 + 1 tie (item 2),
+    # validity 1 majority + 1 tie (f0), relevance 2 majority
+    assert "item × question: majority: 14, adjudicated: 3, tie: 2" in page
+    assert "incoherent steered reports, radiologists" in page and "25.0% [4.6," in page  # 1/4 pooled
+    assert "50.0% [21.5, 78.5]" in page  # change label "on" 4/8
+
+
+def test_report_leaves_the_section_out_without_reads(tmp_path: Path) -> None:
+    from evaluation.report import build_report
+
+    make_study(tmp_path, n_cases=1, n_features=1, contexts=False).close()
+    res = build_report(tmp_path, n_boot=20)
+    page = res.html_path.read_text()
+    assert 'id="reader-study"' not in page and "incoherent steered reports" not in page
