@@ -554,11 +554,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, stats: S
         raise RadsteerError(f"{out} exists and is not a radsteer report; radsteer will not overwrite it: "
                             f"choose another output file")
     if pdf:  # checked before anything is written
-        from evaluation.report_pdf import is_radsteer_pdf
+        from evaluation.report_pdf import check_pdf_target
 
-        if out.with_suffix(".pdf").exists() and not is_radsteer_pdf(out.with_suffix(".pdf")):
-            raise RadsteerError(f"{out.with_suffix('.pdf')} exists and is not a radsteer report PDF; radsteer "
-                                f"will not overwrite it: move it or choose another output file")
+        check_pdf_target(out.with_suffix(".pdf"))
     out.parent.mkdir(parents=True, exist_ok=True)
     tables_dir = claim_dir(out.parent / f"{out.stem}_tables", "report_tables", what="the report's tables",
                            recognise=lambda d: _is_radsteer_report(out) and only_files_like(d, ".csv", ".parquet"))
