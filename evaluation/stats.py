@@ -40,6 +40,7 @@ class StudyStatistics:
     notes: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     interpretation: Any = None  # evaluation.interpret_stats.InterpretationStats when features were interpreted
+    reader: Any = None  # evaluation.reader_study.ReaderStudyStats when the study has annotations
 
     # ---- tables -----------------------------------------------------------------------------
 
@@ -77,6 +78,7 @@ class StudyStatistics:
             "inter_rater": self.inter_rater,
             "notes": pd.DataFrame({"note": self.notes}),
             **(self.interpretation.to_frames() if self.interpretation is not None else {}),
+            **(self.reader.to_frames() if self.reader is not None else {}),
         }
 
     def save(self, out_dir: str | Path) -> list[Path]:
@@ -115,10 +117,13 @@ class StudyStatistics:
         if not self.dose_fits:
             lines.append("  (no labelled rows)")
         lines.append("")
-        lines.append("Agreement with the radiologists' majority (Cohen's κ, 95% CI):")
+        lines.append("Agreement with the radiologists (adjudicated answer where present, else majority; "
+                     "Cohen's κ, 95% CI):")
         for r in self.kappa_vs_radiologist.itertuples(index=False):
             lines.append(f"  {r.method:<22} n={r.n:<5} " + (f"κ = {r.kappa:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
-                         if np.isfinite(r.kappa) else "κ undefined") + (f"  [{r.note}]" if r.note else ""))
+                         if np.isfinite(r.kappa) else "κ undefined")
+                         + f"  ({r.n_adjudicated} adjudicated, {r.n_majority} majority, {r.n_ties} ties left out)"
+                         + (f"  [{r.note}]" if r.note else ""))
         for r in self.inter_rater.itertuples(index=False):
             val = f"{r.value:.2f}" if np.isfinite(r.value) else "undefined"
             lines.append(f"  between radiologists: {r.statistic} = {val} ({r.n_items} items)"
@@ -132,6 +137,9 @@ class StudyStatistics:
         if self.interpretation is not None:
             lines.append("")
             lines.append(self.interpretation.summary())
+        if self.reader is not None:
+            lines.append("")
+            lines.append(self.reader.summary())
         if self.notes:
             lines.append("")
             lines.append("Notes:")
@@ -196,19 +204,28 @@ def _pick_primary(labels: pd.DataFrame, requested: str | None) -> str:
 
 
 def _planned(data: StudyData) -> tuple[int | None, str]:
-    """Rows the protocol planned: cases × (1 baseline + features × non-zero α), when it says."""
+    """Rows the protocol planned: cases × (1 baseline + features × non-zero α).
+
+    The sweep records its plan in manifest.json (`plan`, from the validated protocol, so features merged
+    from an items_file or a selection count). Without it, the frozen protocol's own fields are read —
+    `alphas` and `features.items` as protocols.schema defines them — over the cases the store registered.
+    """
+    plan = (data.manifest or {}).get("plan")
+    if isinstance(plan, dict) and all(isinstance(plan.get(k), int) for k in ("rows", "cases", "features", "alphas")):
+        return plan["rows"], f"{plan['cases']} cases × (1 + {plan['features']} features × {plan['alphas']} α)"
     p = data.protocol or {}
-    alphas = p.get("alphas") or p.get("alpha_grid") or (p.get("sweep") or {}).get("alphas")
-    feats = p.get("features")
-    cases = p.get("cases") if isinstance(p.get("cases"), dict) else {}
-    n_cases = cases.get("limit") if isinstance(cases.get("limit"), int) else len(data.cases)
-    if not isinstance(alphas, list) or not isinstance(feats, list):
-        return None, "protocol.yaml absent or does not list alphas and features"
+    feats = p.get("features") if isinstance(p.get("features"), dict) else {}
+    items, alphas = feats.get("items"), p.get("alphas")
+    if not isinstance(alphas, list) or not isinstance(items, list):
+        return None, "no plan in manifest.json and protocol.yaml lists no alphas and features.items"
+    if feats.get("items_file") or feats.get("select"):
+        return None, "no plan in manifest.json and protocol.yaml adds features from a file"
     try:
         n_alpha = sum(1 for a in alphas if float(a) != 0.0)
     except (TypeError, ValueError):
         return None, "protocol.yaml alphas are not numbers"
-    return int(n_cases) * (1 + len(feats) * n_alpha), f"{n_cases} cases × (1 + {len(feats)} features × {n_alpha} α)"
+    n_cases = len(data.cases)
+    return n_cases * (1 + len(items) * n_alpha), f"{n_cases} cases × (1 + {len(items)} features × {n_alpha} α)"
 
 
 def study_flow(data: StudyData) -> pd.DataFrame:
@@ -336,10 +353,13 @@ def compute_statistics(
         pair = v[["generation_id", "label"]].merge(rad[["generation_id", "label"]], on="generation_id",
                                                    suffixes=("_auto", "_rad"))
         k = agreement.cohen_kappa(pair.label_auto.tolist(), pair.label_rad.tolist())
-        kap_rows.append({"method": m, "versus": RADIOLOGIST, **k.to_dict()})
+        src = data.majority[data.majority.generation_id.isin(v.generation_id)].source.value_counts()
+        kap_rows.append({"method": m, "versus": RADIOLOGIST, **k.to_dict(),
+                         **{f"n_{s}": int(src.get(s, 0)) for s in ("adjudicated", "majority")},
+                         "n_ties": int(src.get("tie", 0))})
         confusions[m] = agreement.confusion(pair.label_auto.tolist(), pair.label_rad.tolist())
     kappa_df = pd.DataFrame(kap_rows, columns=["method", "versus", *agreement.KappaResult(0, 0, 0, 0, 0, 0, 0)
-                                               .to_dict()])
+                                               .to_dict(), "n_adjudicated", "n_majority", "n_ties"])
     ratings = data.reads.rename(columns={"generation_id": "item", "annotator": "rater"})[["item", "rater", "label"]] \
         if not data.reads.empty else pd.DataFrame(columns=["item", "rater", "label"])
     inter = pd.DataFrame([agreement.fleiss_kappa(ratings), agreement.krippendorff_from_ratings(ratings)])
@@ -347,13 +367,19 @@ def compute_statistics(
     interp = _interpretation_stats(data, n_boot, seed)
     if interp is not None:
         notes.extend(interp.notes)
+    reader = None
+    if not data.annotations.empty or not data.queue.empty:
+        from evaluation.reader_study import compute_reader_stats
+
+        reader = compute_reader_stats(data)
+        notes.extend(reader.notes)
     return StudyStatistics(
         primary_method=primary, cell_rates=cell, feature_rates=feat, method_rates=meth, pos_neg=pos_neg,
         spearman=spear, dose_fits=fits, tests=tests, kappa_vs_radiologist=kappa_df, confusions=confusions,
         inter_rater=inter, flow=study_flow(data), notes=list(dict.fromkeys(notes)),
         settings={"method": primary, "null_rate": null_rate, "correction": correction, "level": level,
                   "n_boot": n_boot, "seed": seed, "cov_struct": cov_struct, "ci_method": "Wilson score 95%"},
-        interpretation=interp,
+        interpretation=interp, reader=reader,
     )
 
 
