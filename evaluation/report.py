@@ -163,6 +163,36 @@ Benjamini–Hochberg; significance at {s.get('level')} uses <b>{_e(multiplicity.
 </ul>"""
 
 
+def interpretations_table(data: StudyData) -> pd.DataFrame | None:
+    """The steered features' interpretations when the protocol selected them from a `radsteer
+    interpret` run (manifest `feature_selection`): description, targets, detection F1 …; else None."""
+    sel = (data.manifest or {}).get("feature_selection") or {}
+    path = Path(str(sel.get("interpretations") or ""))
+    if not sel or not path.is_file():
+        return None
+    try:
+        interp = pd.read_csv(path, dtype={"feature_id": str})
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+    steered = set(data.features.feature_id) if not data.features.empty else set()
+    cols = [c for c in ("feature_id", "description", "targets", "explainer", "f1", "precision", "recall",
+                        "n_active", "n_inactive", "frequency") if c in interp.columns]
+    out = interp[interp.feature_id.isin(steered)][cols]
+    return out.sort_values("f1", ascending=False) if "f1" in out.columns else out
+
+
+def _interpretations_html(data: StudyData) -> str | None:
+    table = interpretations_table(data)
+    if table is None:
+        return None
+    sel = data.manifest.get("feature_selection") or {}
+    rule = (f"F1 ≥ {sel.get('min_f1')}, at most {sel.get('max_features')} features"
+            + (f", targets in {', '.join(sel['concepts'])}" if sel.get("concepts") else ""))
+    return (f'<p>Selected from {_e(sel.get("interpretations"))} (sha256 {_e(str(sel.get("sha256"))[:12])}…) by '
+            f"{_e(rule)}: each feature's explanation, and how well it detects the feature on held-out "
+            f"activating vs non-activating contexts.</p>" + _table(table))
+
+
 def render_html(data: StudyData, stats: StudyStatistics, *, title: str | None = None, n_examples: int = 8) -> str:
     """The report as one HTML string."""
     name = title or (data.run_dir.name if data.run_dir is not None else "study")
@@ -181,10 +211,13 @@ def render_html(data: StudyData, stats: StudyStatistics, *, title: str | None = 
     conf_html = "".join(
         f"<h3>{_e(k)} (rows) vs radiologist majority (columns)</h3>{_table(v.reset_index())}"
         for k, v in stats.confusions.items()) or '<p class="muted">(no items with both labels)</p>'
+    interp_html = _interpretations_html(data)
     sections = [
         ("summary", "Summary", f"<pre>{_e(stats.summary())}</pre>"),
         ("notes", "Deviations, degenerate data and notes", f"<ul>{notes}</ul>"),
         ("flow", "Flow of cases and rows", _table(stats.flow)),
+        *([("interpretations", "Steered features and their interpretations (detection F1)", interp_html)]
+          if interp_html is not None else []),
         ("rates", f"On-target rates by feature ({_e(m)}, Wilson 95% CI, pooled over |α|)",
          _table(per_feature_table(stats, data)) + plots.forest_plot(stats.feature_rates, m)),
         ("methods-rates", "Rates by labelling method and direction",

@@ -238,14 +238,9 @@ def train_sae(
                 save_dir=str(work), run_name="run", save_every=10**9,
             )
             quiet = io.StringIO()  # the trainer prints its set-up; keep the user's terminal for ours
-            with contextlib.redirect_stdout(quiet):
-                trainer = Trainer(cfg, data, base)
-                if not progress:
-                    os.environ["TQDM_DISABLE"] = "1"
-                try:
-                    trainer.fit()
-                finally:
-                    os.environ.pop("TQDM_DISABLE", None)
+            with contextlib.redirect_stdout(quiet), \
+                    (contextlib.nullcontext() if progress else contextlib.redirect_stderr(quiet)):  # its tqdm bar
+                Trainer(cfg, data, base).fit()
         torch.set_float32_matmul_precision(precision)  # sparsify sets "high" process-wide
         folder = work / "run" / hook
         sae = SparseCoder.load_from_disk(folder)
