@@ -1,8 +1,13 @@
-"""The Gradio annotation app: login, one task per server, keyboard shortcuts, admin progress.
+"""The Gradio annotation app: both tasks and adjudication in one server, case images beside the
+reports, keyboard shortcuts, admin progress.
 
 Security model (why it looks the way it does):
-* identity comes only from Gradio's login cookie (`gr.Request.username`); no handler takes a
-  user name from the page or the API body, and every handler acts on that user's own queue;
+* identity comes only from the session cookie, looked up in the study store on every request by
+  `annotation_ui.server` (which Gradio sees as `gr.Request.username`); no handler takes a user
+  name from the page or the API body, and every handler acts on that user's own queue;
+* a reader sees only the tasks assigned to them (account `tasks`, or an assignments file), an
+  adjudicator only adjudication, an admin only progress;
+* case images are served by random per-reader tokens, never by path;
 * the page sends back a single item reference that the server checks against the
   annotator's recorded queue before storing anything;
 * all study text reaches the page through `views`, which escapes it;
@@ -22,10 +27,15 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from annotation_ui import views  # noqa: E402
-from annotation_ui.accounts import Accounts  # noqa: E402
+from annotation_ui.accounts import TASKS, Accounts  # noqa: E402
+from annotation_ui.adjudication import PREFIX as ADJ  # noqa: E402
+from annotation_ui.adjudication import AdjudicationService  # noqa: E402
 from annotation_ui.persistence import CHOICES, MAX_COMMENT, AnnotationInputError, progress  # noqa: E402
 from annotation_ui.queues import QueueConfig  # noqa: E402
+from annotation_ui.server import AnnotationServer  # noqa: E402
 from annotation_ui.service import AnnotationService, ItemView  # noqa: E402
+from annotation_ui.sessions import Sessions  # noqa: E402
+from annotation_ui.throttle import LoginThrottle  # noqa: E402
 from steering.errors import RadsteerError  # noqa: E402
 from steering.store import StudyStore, has_study  # noqa: E402
 
@@ -68,11 +78,16 @@ def keymap(task: str) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _script(task: str) -> str:
-    actions = {k: a for k, (a, _d) in keymap(task).items()}
+IMAGE_KEYS = {"+": "zoom in", "-": "zoom out", "0": "reset image"}
+MODES = {"change": "Change validation", "feature": "Feature validity", ADJ: "Adjudication"}
+
+
+def _script() -> str:
+    actions = {t: {k: a for k, (a, _d) in keymap(t).items()} for t in QUESTIONS}
     return """<script>
 (() => {
-  const KEYS = __KEYS__;
+  const ALL_KEYS = __KEYS__;
+  const task = () => (document.querySelector('#rs-item') || {dataset: {}}).dataset.task || 'change';
   function act(a) {
     const [kind, id, val] = a.split(':');
     const root = document.getElementById(id);
@@ -92,10 +107,79 @@ def _script(task: str) -> str:
     }
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
     if (ev.key === 'Enter' && t && t.tagName === 'BUTTON') return;
+    if (['+', '=', '-', '0'].includes(ev.key) && document.querySelector('.rs-viewer')) {
+      ev.preventDefault();
+      document.querySelectorAll('.rs-viewer').forEach(v => ev.key === '0' ? reset(v) : zoom(v, ev.key === '-' ? 1/1.25 : 1.25));
+      return;
+    }
+    const KEYS = ALL_KEYS[task()] || {};
     const a = KEYS[ev.key] || KEYS[ev.key.toLowerCase()];
     if (!a) return;
     ev.preventDefault();
     act(a);
+  });
+  // ---- image viewers: zoom (wheel, +/-), pan (drag), window/level (sliders) ----
+  const st = new WeakMap();
+  function S(v) { if (!st.has(v)) st.set(v, {s: 1, x: 0, y: 0}); return st.get(v); }
+  function apply(v) {
+    const s = S(v), layer = v.querySelector('.rs-layer');
+    if (layer) layer.style.transform = `translate(${s.x}px, ${s.y}px) scale(${s.s})`;
+    const z = v.querySelector('.rs-zoom'); if (z) z.textContent = Math.round(s.s * 100) + '%';
+  }
+  function zoom(v, f, cx, cy) {
+    const s = S(v), stage = v.querySelector('.rs-stage'), layer = v.querySelector('.rs-layer');
+    if (!stage || !layer) return;
+    const n = Math.min(16, Math.max(1, s.s * f));
+    const r = layer.getBoundingClientRect();
+    const px = cx === undefined ? r.left + r.width / 2 : cx, py = cy === undefined ? r.top + r.height / 2 : cy;
+    const k = n / s.s;  // keep the point under the cursor fixed
+    s.x += (px - r.left) * (1 - k); s.y += (py - r.top) * (1 - k); s.s = n;
+    if (n === 1) { s.x = 0; s.y = 0; }
+    apply(v);
+  }
+  function windowing(v) {
+    const lv = +v.querySelector('[data-wl=level]').value / 255, w = +v.querySelector('[data-wl=window]').value / 255;
+    const f = document.getElementById(v.dataset.filter);
+    if (!f) return;
+    f.querySelectorAll('feFuncR, feFuncG, feFuncB').forEach(e => {
+      e.setAttribute('slope', (1 / w).toFixed(4)); e.setAttribute('intercept', (0.5 - lv / w).toFixed(4)); });
+    v.dataset.level = Math.round(lv * 255); v.dataset.window = Math.round(w * 255);
+  }
+  function reset(v) {
+    const s = S(v); s.s = 1; s.x = 0; s.y = 0; apply(v);
+    v.querySelector('[data-wl=level]').value = 128; v.querySelector('[data-wl=window]').value = 255; windowing(v);
+  }
+  document.addEventListener('wheel', (ev) => {
+    const v = ev.target.closest && ev.target.closest('.rs-stage') && ev.target.closest('.rs-viewer');
+    if (!v) return;
+    ev.preventDefault();
+    zoom(v, ev.deltaY < 0 ? 1.15 : 1 / 1.15, ev.clientX, ev.clientY);
+  }, {passive: false});
+  document.addEventListener('click', (ev) => {
+    const b = ev.target.closest && ev.target.closest('.rs-tools button');
+    if (!b) return;
+    const v = b.closest('.rs-viewer');
+    if (b.dataset.act === 'reset') reset(v); else zoom(v, b.dataset.act === 'in' ? 1.25 : 1 / 1.25);
+  });
+  document.addEventListener('input', (ev) => {
+    if (ev.target.dataset && ev.target.dataset.wl) windowing(ev.target.closest('.rs-viewer'));
+  });
+  let drag = null;
+  document.addEventListener('pointerdown', (ev) => {
+    const stage = ev.target.closest && ev.target.closest('.rs-stage');
+    if (!stage || ev.button !== 0) return;
+    const v = stage.closest('.rs-viewer'), s = S(v);
+    drag = {v, x0: ev.clientX - s.x, y0: ev.clientY - s.y};
+    ev.preventDefault();
+  });
+  document.addEventListener('pointermove', (ev) => {
+    if (!drag) return;
+    const s = S(drag.v); s.x = ev.clientX - drag.x0; s.y = ev.clientY - drag.y0; apply(drag.v);
+  });
+  document.addEventListener('pointerup', () => { drag = null; });
+  document.addEventListener('dblclick', (ev) => {
+    const v = ev.target.closest && ev.target.closest('.rs-stage') && ev.target.closest('.rs-viewer');
+    if (v) reset(v);
   });
 })();
 </script>""".replace("__KEYS__", json.dumps(actions))
@@ -124,50 +208,118 @@ def check_serving(host: str, accounts: Accounts | None) -> None:
         )
 
 
-class AnnotationApp:
-    """The Blocks app of one study and one task. `launch()` serves it."""
+def read_assignments(path: str | Path) -> dict[str, tuple[str, ...]]:
+    """An assignments file: JSON `{"alice": ["change"], "bob": ["change", "feature"]}`."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RadsteerError(f"--assignments {path}: cannot read it as JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise RadsteerError(f"--assignments {path}: expected an object {{annotator: [tasks]}}")
+    out: dict[str, tuple[str, ...]] = {}
+    for name, tasks in raw.items():
+        if not isinstance(tasks, list) or not tasks or any(t not in TASKS for t in tasks):
+            raise RadsteerError(f"--assignments {path}: field {name!r} must be a non-empty list of "
+                                f"{' / '.join(TASKS)}, not {tasks!r}")
+        out[str(name)] = tuple(t for t in TASKS if t in tasks)
+    return out
 
-    def __init__(self, store: StudyStore, task: str = "change", *, accounts: Accounts | None = None,
-                 config: QueueConfig | None = None, show_automated: bool = False) -> None:
-        self.store, self.task = store, task
+
+class AnnotationApp:
+    """The Blocks app of one study: its tasks, adjudication and admin progress. `launch()` serves it."""
+
+    def __init__(self, store: StudyStore, tasks: str | tuple[str, ...] | list[str] = TASKS, *,
+                 accounts: Accounts | None = None, config: QueueConfig | None = None, show_automated: bool = False,
+                 assignments: dict[str, tuple[str, ...]] | None = None,
+                 throttle: LoginThrottle | None = None) -> None:
+        self.store = store
+        self.tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
+        for t in self.tasks:
+            if t not in TASKS:
+                raise AnnotationInputError(f"--task {t!r}: expected one of {', '.join(TASKS)}")
         self.accounts = accounts if accounts is not None and len(accounts) else None
-        annotators = self.accounts.annotators() if self.accounts else [LOCAL_USER]
-        self.service = AnnotationService(store, task, config or QueueConfig(), annotators,
-                                         show_automated=show_automated)
+        self.assignments = dict(assignments or {})
+        self.services = {
+            t: AnnotationService(store, t, config or QueueConfig(), self._annotators(t), show_automated=show_automated)
+            for t in self.tasks
+        }
+        self.adjudication = AdjudicationService(store, self.services)
+        self.sessions = Sessions(store, self.accounts) if self.accounts is not None else None
+        self.throttle = throttle
         self.blocks = self._build()
+        self.server: AnnotationServer | None = None
+
+    @property
+    def task(self) -> str:
+        """The first task (kept for callers of the one-task app)."""
+        return self.tasks[0]
+
+    def _annotators(self, task: str) -> list[str]:
+        if self.accounts is None:
+            return [LOCAL_USER]
+        return [n for n in self.accounts.annotators() if task in self.modes_of(n)]
 
     # ---- identity -------------------------------------------------------------------------
 
     def user(self, request: gr.Request | None) -> str:
-        """The logged-in user of this request (Gradio's session cookie), or the local user."""
+        """The logged-in user of this request (our session cookie), or the local user."""
         if self.accounts is None:
             return LOCAL_USER
         name = getattr(request, "username", None)
-        if not name or name not in self.accounts:
+        if not name or self.accounts.get(name) is None:
             raise refuse("You are not logged in (or your account was removed); reload the page and log in.")
         return name
 
-    def annotator(self, request: gr.Request | None) -> str:
-        name = self.user(request)
-        if self.accounts is not None and self.accounts.is_admin(name):
-            raise refuse(f"'{name}' is an admin account: it has no queue. See the progress table below.")
-        return name
+    def modes_of(self, name: str) -> list[str]:
+        """What `name` may open: their assigned tasks, "adj" for adjudicators, nothing for admins."""
+        if self.accounts is None:
+            return list(self.tasks)
+        role = self.accounts.role(name)
+        if role == "adjudicator":
+            return [ADJ]
+        if role != "annotator":
+            return []
+        assigned = self.assignments.get(name) or self.accounts.tasks_of(name)
+        return [t for t in self.tasks if t in assigned]
 
     def is_admin(self, name: str) -> bool:
         return self.accounts is None or self.accounts.is_admin(name)
 
+    def _service(self, name: str, mode: str) -> Any:
+        if mode not in self.modes_of(name):
+            if mode not in (*self.tasks, ADJ):
+                raise refuse(f"task {str(mode)[:40]!r}: not a task of this server; reload the page")
+            raise refuse(f"'{name}' is not assigned the {MODES.get(mode, mode)} task.")
+        return self.adjudication if mode == ADJ else self.services[mode]
+
     # ---- handlers (each one acts on the caller's own identity) ------------------------------
 
-    def _outputs(self, view: ItemView) -> list[Any]:
-        vals = [view.ref, view.progress, view.header, view.left]
-        if self.task == "change":
-            vals.append(view.right)
-        vals += [view.answers.get(f) for f, _q, _c in QUESTIONS[self.task]]
+    def _outputs(self, name: str, mode: str, view: ItemView) -> list[Any]:
+        modes = self.modes_of(name)
+        images = []
+        for im in view.images:
+            token = self.server.images.issue(name, im.path) if self.server is not None else ""
+            images.append((im.view, im.label, f"rs/image/{token}"))
+        header = f'<div id="rs-item" data-task="{views.esc(view.task)}" data-mode="{views.esc(mode)}">{view.header}</div>'
+        vals: list[Any] = [
+            view.ref,
+            gr.Radio(choices=[(MODES[m], m) for m in modes], value=mode if mode in modes else None,
+                     visible=len(modes) > 1),
+            view.progress, header, views.images_html(images), view.left,
+            view.right if view.task == "change" else "", view.readers,
+            gr.Column(visible=view.task == "change" and not view.finished),
+            gr.Column(visible=view.task == "feature" and not view.finished),
+        ]
+        for task in QUESTIONS:
+            vals += [view.answers.get(f) if view.task == task else None for f, _q, _c in QUESTIONS[task]]
         vals += [view.answers.get("comment", ""), bool(view.answers.get("flagged", False))]
         status = view.message
         if view.answers.get("skipped"):
             status = (status + " " if status else "") + "You skipped this item earlier."
         vals.append(f'<div id="rs-status-text">{views.esc(status)}</div>')
+        vals.append(views.keys_html({**keymap(view.task), **{k: ("", v) for k, v in IMAGE_KEYS.items()}}
+                                    if view.images else keymap(view.task)))
         return vals
 
     def _guard(self, fn, *args):
@@ -176,42 +328,63 @@ class AnnotationApp:
         except AnnotationInputError as exc:
             raise refuse(str(exc)) from None
 
+    def _mode_of_ref(self, ref: str) -> str:
+        head = str(ref or "").split(":", 1)[0]
+        if head not in (*self.tasks, ADJ):
+            raise refuse(f"item reference {str(ref)[:60]!r} is not an item of this app; reload the page")
+        return head
+
     def on_load(self, request: gr.Request):
         name = self.user(request)
         admin = self.is_admin(name)
         who = f'<div id="rs-user">Logged in as <b>{views.esc(name)}</b>' + (
-            ' · <a href="/logout">log out</a>' if self.accounts else "") + "</div>"
-        if self.accounts is not None and self.accounts.is_admin(name):
-            view = ItemView(self.task, "", None, 0, 0, header='<div class="rs-head">Admin account: no queue. '
-                            'Progress per annotator is below.</div>')
+            ' · <a href="logout">log out</a>' if self.accounts else "") + "</div>"
+        modes = self.modes_of(name)
+        if not modes:
+            msg = ("Admin account: no queue. Progress per annotator is below." if admin else
+                   "No task of this server is assigned to you; ask the study coordinator.")
+            view = ItemView(self.tasks[0], "", None, 0, 0, header=f'<div class="rs-head">{views.esc(msg)}</div>',
+                            finished=True)
+            out = self._outputs(name, "", view)
         else:
-            view = self._guard(self.service.current, name)
+            mode = self._first_open(name, modes)
+            out = self._outputs(name, mode, self._guard(self._service(name, mode).current, name))
         admin_table = self._progress_table() if admin else ""
-        return [*self._outputs(view), who, gr.Column(visible=admin), admin_table]
+        return [*out, who, gr.Column(visible=admin), admin_table]
 
-    def _submit(self, request: gr.Request | None, ref: str, values: list[Any], comment: str, flagged: bool):
-        name = self.annotator(request)
-        raw: dict[str, Any] = {f: v for (f, _q, _c), v in zip(QUESTIONS[self.task], values)}
-        raw["comment"], raw["flagged"] = comment, flagged
-        return self._outputs(self._guard(self.service.submit, name, ref, raw))
+    def _first_open(self, name: str, modes: list[str]) -> str:
+        """The first task with items left (so a reader lands where there is work)."""
+        for m in modes:
+            if m != ADJ and not self.services[m].current(name).finished:
+                return m
+        return modes[0]
 
-    def on_submit_change(self, ref: str, label: str, interpretation_valid: str, coherent: str, comment: str,
-                         flagged: bool, request: gr.Request):
-        return self._submit(request, ref, [label, interpretation_valid, coherent], comment, flagged)
+    def on_switch(self, mode: str, request: gr.Request):
+        """The caller's current item of task `mode` ("change", "feature" or "adj")."""
+        name = self.user(request)
+        return self._outputs(name, mode, self._guard(self._service(name, mode).current, name))
 
-    def on_submit_feature(self, ref: str, validity: str, clinically_relevant: str, comment: str, flagged: bool,
-                          request: gr.Request):
-        return self._submit(request, ref, [validity, clinically_relevant], comment, flagged)
+    def on_submit(self, ref: str, label: str, interpretation_valid: str, coherent: str, validity: str,
+                  clinically_relevant: str, comment: str, flagged: bool, request: gr.Request):
+        name = self.user(request)
+        mode = self._mode_of_ref(ref)
+        svc = self._service(name, mode)
+        raw: dict[str, Any] = dict(label=label, interpretation_valid=interpretation_valid, coherent=coherent,
+                                   validity=validity, clinically_relevant=clinically_relevant,
+                                   comment=comment, flagged=flagged)
+        task = ref.split(":")[1] if mode == ADJ else mode
+        raw = {k: v for k, v in raw.items() if k in CHOICES.get(task, {}) or k in ("comment", "flagged")}
+        return self._outputs(name, mode, self._guard(svc.submit, name, ref, raw))
 
     def on_skip(self, ref: str, request: gr.Request):
-        return self._outputs(self._guard(self.service.skip, self.annotator(request), ref))
+        name = self.user(request)
+        mode = self._mode_of_ref(ref)
+        return self._outputs(name, mode, self._guard(self._service(name, mode).skip, name, ref))
 
     def on_back(self, ref: str, request: gr.Request):
-        return self._outputs(self._guard(self.service.back, self.annotator(request), ref))
-
-    def on_next(self, request: gr.Request):
-        """The caller's current item (for API clients; the page gets it on load)."""
-        return self._outputs(self._guard(self.service.current, self.annotator(request)))
+        name = self.user(request)
+        mode = self._mode_of_ref(ref)
+        return self._outputs(name, mode, self._guard(self._service(name, mode).back, name, ref))
 
     def on_progress(self, request: gr.Request) -> str:
         if not self.is_admin(self.user(request)):
@@ -219,87 +392,103 @@ class AnnotationApp:
         return self._progress_table()
 
     def _progress_table(self) -> str:
-        rows = progress(self.store, self.task)
         cols = ["annotator", "assigned", "done", "skipped", "flagged", "remaining", "median_seconds"]
-        head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in cols)
-        body = "".join("<tr>" + "".join(f"<td>{views.esc(str(r[c]))}</td>" for c in cols) + "</tr>" for r in rows)
-        return f'<table id="rs-admin-table"><tr>{head}</tr>{body}</table>'
+        head = "<th>task</th>" + "".join(f"<th>{c.replace('_', ' ')}</th>" for c in cols)
+        body = "".join(
+            f"<tr><td>{views.esc(task)}</td>" + "".join(f"<td>{views.esc(str(r[c]))}</td>" for c in cols) + "</tr>"
+            for task in self.tasks for r in progress(self.store, task))
+        adj = self.store.adjudications()
+        return (f'<table id="rs-admin-table"><tr>{head}</tr>{body}</table>'
+                f'<div class="rs-muted">Final answers recorded by adjudicators: {len(adj)}</div>')
 
     # ---- layout ---------------------------------------------------------------------------
 
     def _build(self) -> gr.Blocks:
-        title = {"change": "Steering change validation", "feature": "Feature validity"}[self.task]
-        with gr.Blocks(title=f"radsteer · {title}", analytics_enabled=False) as demo:
+        with gr.Blocks(title="radsteer · reader study", analytics_enabled=False) as demo:
             with gr.Row():
-                gr.HTML(f"<h2 style='margin:0'>{views.esc(title)}</h2>")
+                gr.HTML("<h2 style='margin:0'>radsteer reader study</h2>")
                 who = gr.HTML()
+            # every mode of this server (Gradio checks values against these); each user sees their own
+            mode = gr.Radio(choices=[(MODES[t], t) for t in (*self.tasks, ADJ)], label="Task", elem_id="rs-task",
+                            visible=len(self.tasks) > 1)
+            mode_text = gr.Textbox(visible=False)  # the API's free-text task: validated here, not by Gradio
             ref = gr.Textbox(visible=False, elem_id="rs-ref")
             prog = gr.HTML(elem_id="rs-progress-box")
             header = gr.HTML(elem_id="rs-header")
-            if self.task == "change":
-                with gr.Row(equal_height=True):
-                    with gr.Column():
-                        gr.HTML("<b>Baseline report</b>")
+            with gr.Row(elem_id="rs-main"):
+                with gr.Column(elem_id="rs-images-col", scale=3):
+                    images = gr.HTML(elem_id="rs-images")
+                with gr.Column(elem_id="rs-text-col", scale=2):
+                    with gr.Row(equal_height=True):
                         left = gr.HTML(elem_id="rs-left")
-                    with gr.Column():
-                        gr.HTML("<b>Steered report</b> (changes highlighted)")
                         right = gr.HTML(elem_id="rs-right")
-                shown = [left, right]
-            else:
-                gr.HTML("<b>Top-activating contexts</b> (darker = stronger activation)")
-                left = gr.HTML(elem_id="rs-left")
-                shown = [left]
-            radios = []
-            for fieldname, question, choices in QUESTIONS[self.task]:
-                radios.append(gr.Radio(choices=[(f"{text} [{key}]", value) for value, text, key in choices],
-                                       label=question, elem_id=f"rs-{fieldname}"))
-            comment = gr.Textbox(label="Comment [c]", lines=2, max_length=MAX_COMMENT, elem_id="rs-comment")
-            flagged = gr.Checkbox(label="Flag this item for discussion [f]", elem_id="rs-flag")
-            with gr.Row():
-                back = gr.Button("← Back [b]", elem_id="rs-back")
-                skip = gr.Button("Skip [k]", elem_id="rs-skip")
-                submit = gr.Button("Submit [Enter]", variant="primary", elem_id="rs-submit")
-            status = gr.HTML(elem_id="rs-status")
-            gr.HTML(views.keys_html(keymap(self.task)))
+                    readers = gr.HTML(elem_id="rs-readers-box")
+                    radios = []
+                    cols = []
+                    for task in QUESTIONS:
+                        with gr.Column(elem_id=f"rs-q-{task}", visible=task == self.tasks[0]) as col:
+                            for fieldname, question, choices in QUESTIONS[task]:
+                                radios.append(gr.Radio(
+                                    choices=[(f"{text} [{key}]", value) for value, text, key in choices],
+                                    label=question, elem_id=f"rs-{fieldname}"))
+                        cols.append(col)
+                    comment = gr.Textbox(label="Comment [c]", lines=2, max_length=MAX_COMMENT, elem_id="rs-comment")
+                    flagged = gr.Checkbox(label="Flag this item for discussion [f]", elem_id="rs-flag")
+                    with gr.Row():
+                        back = gr.Button("← Back [b]", elem_id="rs-back")
+                        skip = gr.Button("Skip [k]", elem_id="rs-skip")
+                        submit = gr.Button("Submit [Enter]", variant="primary", elem_id="rs-submit")
+                    status = gr.HTML(elem_id="rs-status")
+                    legend = gr.HTML(elem_id="rs-legend")
             with gr.Column(visible=False) as admin_col:
                 gr.HTML("<h3>Progress per annotator</h3>")
                 admin_table = gr.HTML(elem_id="rs-admin")
                 refresh = gr.Button("Refresh progress", elem_id="rs-refresh")
 
-            outs = [ref, prog, header, *shown, *radios, comment, flagged, status]
+            outs = [ref, mode, prog, header, images, left, right, readers, *cols, *radios, comment, flagged, status,
+                    legend]
             opts = dict(queue=False, concurrency_limit=None)
             demo.load(self.on_load, None, [*outs, who, admin_col, admin_table], api_visibility="private", **opts)
-            submit.click(self.on_submit_change if self.task == "change" else self.on_submit_feature, [ref, *radios, comment, flagged], outs, api_name="submit", **opts)
+            mode.input(self.on_switch, [mode], outs, api_visibility="private", **opts)
+            gr.Button(visible=False).click(self.on_switch, [mode_text], outs, api_name="next_item", **opts)
+            submit.click(self.on_submit, [ref, *radios, comment, flagged], outs, api_name="submit", **opts)
             skip.click(self.on_skip, [ref], outs, api_name="skip", **opts)
             back.click(self.on_back, [ref], outs, api_name="back", **opts)
             refresh.click(self.on_progress, None, [admin_table], api_name="progress", **opts)
-            gr.Button(visible=False).click(self.on_next, None, outs, api_name="next_item", **opts)
         return demo
 
     def launch(self, host: str = "127.0.0.1", port: int | None = None, *, block: bool = True,
                quiet: bool = False) -> tuple[Any, str]:
         """Serve on `host:port`; returns (FastAPI app, local URL). Never creates a share link."""
         check_serving(host, self.accounts)
-        auth = None
-        if self.accounts is not None:
-            accounts = self.accounts
-            auth = lambda u, p: accounts.verify(u, p)  # noqa: E731
-        app, url, _ = self.blocks.launch(
-            server_name=host, server_port=port, share=False, auth=auth,
+        self.server = AnnotationServer(
+            self.blocks, self.accounts, self.sessions, local_user=LOCAL_USER, title="radsteer reader study",
             auth_message="Log in with the user name and password your study coordinator gave you.",
-            prevent_thread_lock=not block, show_error=True, quiet=quiet, footer_links=[],
-            enable_monitoring=False, mcp_server=False, ssr_mode=False, pwa=False, max_file_size="1kb",
-            css=views.CSS, head=_script(self.task),
-        )
-        return app, url
+            css=views.CSS + views.LAYOUT_CSS, head=_script(), throttle=self.throttle)
+        url = self.server.serve(host, port if port is not None else _free_port(host), block=block, quiet=quiet)
+        return self.server.app, url
 
     def close(self) -> None:
-        self.blocks.close()
+        if self.server is not None:
+            self.server.close()
 
 
-def open_app(run_dir: str | Path, task: str = "change", *, annotators: str | Path | None = None,
+def _free_port(host: str, start: int = 7860) -> int:
+    import socket
+
+    for port in range(start, start + 100):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RadsteerError(f"no free port in {start}-{start + 99} on {host}; pass --port")
+
+
+def open_app(run_dir: str | Path, tasks: str | tuple[str, ...] = TASKS, *, annotators: str | Path | None = None,
              overlap: float = 0.2, seed: int = 0, disagreements_first: bool = False,
-             show_automated: bool = False) -> AnnotationApp:
+             show_automated: bool = False, assignments: str | Path | None = None) -> AnnotationApp:
     """The app of the study in `run_dir` (annotators file: given, or RUN_DIR/annotators.json if present)."""
     run_dir = Path(run_dir)
     if not has_study(run_dir):
@@ -308,6 +497,12 @@ def open_app(run_dir: str | Path, task: str = "change", *, annotators: str | Pat
     if annotators and not path.exists():
         raise RadsteerError(f"--annotators {path}: file not found; create it with --add-user NAME")
     accounts = Accounts(path) if path.exists() else None
+    assigned = read_assignments(assignments) if assignments else None
+    if assigned and accounts is not None:
+        unknown = sorted(set(assigned) - set(accounts.users))
+        if unknown:
+            raise RadsteerError(f"--assignments {assignments}: {', '.join(map(repr, unknown))} not in {path}")
     store = StudyStore.open(run_dir)
     config = QueueConfig(overlap=overlap, seed=seed, disagreements_first=disagreements_first)
-    return AnnotationApp(store, task, accounts=accounts, config=config, show_automated=show_automated)
+    return AnnotationApp(store, tasks, accounts=accounts, config=config, show_automated=show_automated,
+                         assignments=assigned)

@@ -129,14 +129,6 @@ def save_answer(store: StudyStore, annotator: str, task: str, position: int, ite
         store.upsert("annotations", [row], key=["task", "item_key", "annotator"], conn=conn)
 
 
-def answers_of(store: StudyStore, annotator: str, task: str) -> dict[str, dict[str, Any]]:
-    """This annotator's own answers by item key (never anyone else's)."""
-    a = annotations
-    stmt = select(a.c.item_key, a.c.answers).where(a.c.annotator == annotator, a.c.task == task)
-    with store.engine.connect() as conn:
-        return {r.item_key: r.answers for r in conn.execute(stmt)}
-
-
 def progress(store: StudyStore, task: str) -> list[dict[str, Any]]:
     """Per annotator: assigned, done, skipped, flagged, remaining, median seconds. Counts only."""
     q, a = queue_items, annotations

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from annotation_ui import persistence, queues, views
+from annotation_ui.images import CaseImage, case_images
 from annotation_ui.persistence import AnnotationInputError
 from annotation_ui.queues import QueueConfig
 from steering.store import StudyStore
@@ -44,6 +45,8 @@ class ItemView:
     answers: dict[str, Any] = field(default_factory=dict)  # the annotator's own earlier answer
     message: str = ""
     finished: bool = False
+    images: list[CaseImage] = field(default_factory=list)  # the case's images (change task, MAIRA-2 cases)
+    readers: str = ""  # adjudication: the readers' answers (HTML)
 
     @property
     def progress(self) -> str:
@@ -151,12 +154,16 @@ class AnnotationService:
                             finished=True)
         view = ItemView(self.task, f"{self.task}:{position}:{key}", position, total, done,
                         answers=dict(answers or {}))
+        self.fill(view, key)
+        self._shown[(annotator, key)] = time.monotonic()
+        return view
+
+    def fill(self, view: ItemView, key: str) -> None:
+        """What the page shows for item `key` of this task (also used by adjudication)."""
         if self.task == "change":
             self._fill_change(view, int(key))
         else:
             self._fill_feature(view, key)
-        self._shown[(annotator, key)] = time.monotonic()
-        return view
 
     def _fill_change(self, view: ItemView, generation_id: int) -> None:
         g, b = generations, generations.alias("b")
@@ -183,6 +190,7 @@ class AnnotationService:
                     indication=inputs.get("indication"))
         view.header = views.change_header(item, automated)
         view.left, view.right = views.change_sides(row.baseline, row.text)
+        view.images = case_images(inputs)
 
     def _fill_feature(self, view: ItemView, feature_id: str) -> None:
         fc = feature_contexts
@@ -194,5 +202,13 @@ class AnnotationService:
             ).all()
         if feat is None:
             raise AnnotationInputError(f"feature {feature_id!r} is no longer in the study store")
-        view.header = views.feature_header(dict(feat._mapping))
+        feature = dict(feat._mapping)
+        interp = self.store.interpretation_for(feature_id)  # `radsteer interpret`, if it ran
+        f1 = feature.get("interpretability")
+        if f1 is None and interp is not None and interp.get("description") == feature.get("description"):
+            f1 = interp.get("f1")  # the score of exactly the description shown
+        # the F1 is an automated score: shown only where the automated labels are (not blinded)
+        view.header = views.feature_header(feature, f1=f1 if self.show_automated else None)
         view.left = views.contexts_html([dict(c._mapping) for c in ctx])
+        if interp is not None:
+            view.left += views.heldout_html(interp.get("examples") or [])

@@ -48,7 +48,8 @@ def change_sides(baseline: str, steered: str) -> tuple[str, str]:
             f'<div class="rs-report" id="rs-steered">{render_side(segs, "steered")}</div>')
 
 
-def feature_header(feature: dict[str, Any]) -> str:
+def feature_header(feature: dict[str, Any], f1: float | None = None) -> str:
+    """The feature, its description and targets; its detection F1 only when given (not blinded)."""
     targets = feature.get("target_concepts") or []
     out = (f'<div class="rs-head"><b>Feature</b> <code>{esc(feature["feature_id"])}</code> '
            f'<span class="rs-muted">({esc(str(feature.get("source", "")))} #{esc(str(feature.get("bank_index", "")))})'
@@ -56,7 +57,29 @@ def feature_header(feature: dict[str, Any]) -> str:
            f'{esc(feature.get("description") or "(no description)")}</div>')
     if targets:
         out += f'<div class="rs-muted"><b>Target concepts:</b> {esc(", ".join(map(str, targets)))}</div>'
+    if f1 is not None:
+        out += f'<div class="rs-muted" id="rs-f1"><b>Detection F1:</b> {float(f1):.2f}</div>'
     return out
+
+
+MAX_HELDOUT = 8
+
+
+def heldout_html(examples: list[dict[str, Any]], n: int = MAX_HELDOUT) -> str:
+    """Held-out scoring examples (never shown to the explainer): half where the feature fires, half
+    where it does not (hard negatives first), with that truth but never the scorer's prediction."""
+    active = [e for e in examples if e.get("label")]
+    inactive = sorted((e for e in examples if not e.get("label")), key=lambda e: e.get("kind") != "hard")
+    picked = active[: n // 2] + inactive[: n - min(len(active), n // 2)]
+    if not picked:
+        return ""
+    rows = []
+    for e in picked:
+        tag = "fires" if e.get("label") else ("does not fire (shares the description's words)"
+                                             if e.get("kind") == "hard" else "does not fire")
+        rows.append(f'<div class="rs-ctx"><span class="rs-muted">{esc(tag)}</span><br>{esc(str(e.get("text", "")))}</div>')
+    return ('<div id="rs-heldout"><div class="rs-muted" style="margin-top:8px"><b>Held-out examples</b> '
+            f'(not used to write the description)</div>{"".join(rows)}</div>')
 
 
 def contexts_html(contexts: list[dict[str, Any]]) -> str:
@@ -89,3 +112,79 @@ def keys_html(keymap: dict[str, tuple[str, str]]) -> str:
     """The shortcut legend shown under the form (same map the page's script uses)."""
     items = [f"<kbd>{esc(k)}</kbd> {esc(what)}" for k, (_target, what) in keymap.items()]
     return '<div class="rs-keys">Keys: ' + " · ".join(items) + "</div>"
+
+
+READER_FIELDS = {
+    "change": ("label", "interpretation_valid", "coherent"),
+    "feature": ("validity", "clinically_relevant"),
+}
+
+
+def readers_html(task: str, reason: str, readers: dict[str, dict[str, Any]]) -> str:
+    """The adjudicator's table: each reader's answers (text escaped), disagreeing cells marked."""
+    fields = READER_FIELDS[task]
+    answered = [a for a in readers.values() if not a.get("skipped")]
+    differs = {f for f in fields if len({a.get(f) for a in answered}) > 1}
+    head = "".join(f"<th>{esc(f.replace('_', ' '))}</th>" for f in fields)
+    rows = []
+    for name, a in readers.items():
+        if a.get("skipped"):
+            cells = f'<td colspan="{len(fields)}"><i>skipped</i></td>'
+        else:
+            cells = "".join(f'<td class="{"rs-differs" if f in differs else ""}">{esc(str(a.get(f, "")))}</td>'
+                            for f in fields)
+        flag = "⚑ flagged" if a.get("flagged") else ""
+        rows.append(f"<tr><td><b>{esc(name)}</b></td>{cells}<td>{flag}</td>"
+                    f'<td class="rs-muted">{esc(str(a.get("comment") or ""))}</td></tr>')
+    return (f'<div id="rs-readers"><div class="rs-head">Adjudication ({esc(reason)}): the readers answered</div>'
+            f'<table class="rs-readers"><tr><th>reader</th>{head}<th></th><th>comment</th></tr>{"".join(rows)}</table>'
+            "<div class=\"rs-muted\">Record the final answer below.</div></div>")
+
+
+def images_html(images: list[tuple[str, str, str]]) -> str:
+    """Image viewers: (view, label, url) each with zoom, pan and a window/level control.
+
+    The window/level is an SVG linear transfer function on the displayed greyscale values
+    (slope 1/window, intercept 0.5 − level/window); the page script moves its sliders."""
+    if not images:
+        return ""
+    out = []
+    for i, (view, label, url) in enumerate(images):
+        fid = f"rs-wl-{i}"
+        funcs = "".join(f'<feFunc{c} type="linear" slope="1" intercept="0"/>' for c in "RGB")
+        out.append(
+            f'<figure class="rs-viewer" data-view="{esc(view)}" data-filter="{fid}">'
+            f'<figcaption>{esc(label)}</figcaption>'
+            f'<div class="rs-stage"><div class="rs-layer"><img class="rs-img" src="{esc(url)}" alt="{esc(label)} image" '
+            f'draggable="false" style="filter:url(#{fid})"></div></div>'
+            '<div class="rs-tools"><button type="button" data-act="in" title="zoom in (+)">+</button>'
+            '<button type="button" data-act="out" title="zoom out (−)">−</button>'
+            '<button type="button" data-act="reset" title="reset zoom, pan and window (0)">reset</button>'
+            '<label>level <input type="range" data-wl="level" min="0" max="255" value="128"></label>'
+            '<label>window <input type="range" data-wl="window" min="2" max="255" value="255"></label>'
+            '<span class="rs-zoom">100%</span></div>'
+            f'<svg width="0" height="0" style="position:absolute" aria-hidden="true"><filter id="{fid}" '
+            f'color-interpolation-filters="sRGB"><feComponentTransfer>{funcs}</feComponentTransfer></filter></svg>'
+            "</figure>")
+    return f'<div class="rs-viewers" id="rs-viewers">{"".join(out)}</div>'
+
+
+LAYOUT_CSS = (
+    ".rs-readers{border-collapse:collapse;margin:6px 0}.rs-readers td,.rs-readers th{border:1px solid #ddd;"
+    "padding:3px 8px;text-align:left}.rs-differs{background:#fde68a}"
+    ".rs-viewers{display:flex;flex-direction:column;gap:10px}"
+    ".rs-viewer{margin:0;border:1px solid #ccc;border-radius:6px;padding:6px;background:#111;color:#eee}"
+    ".rs-viewer figcaption{font-size:.9em;margin-bottom:4px}"
+    ".rs-stage{overflow:hidden;height:46vh;min-height:260px;cursor:grab;display:flex;align-items:center;"
+    "justify-content:center;touch-action:none}"
+    ".rs-layer{transform-origin:0 0;will-change:transform}.rs-img{max-width:100%;max-height:46vh;display:block;"
+    "user-select:none}"
+    ".rs-tools{display:flex;gap:6px;align-items:center;flex-wrap:wrap;font-size:.85em;margin-top:4px}"
+    ".rs-tools button{background:#333;color:#eee;border:1px solid #666;border-radius:4px;padding:0 8px}"
+    ".rs-tools input[type=range]{width:90px}"
+    "#rs-images-col:not(:has(.rs-viewer)){display:none}"
+    "@media (min-width:1400px){#rs-main{flex-wrap:nowrap}#rs-images-col{flex:3 1 0 !important}"
+    "#rs-text-col{flex:2 1 0 !important}.rs-stage{height:62vh}.rs-img{max-height:62vh}}"
+    "@media (max-width:1399px){#rs-main{flex-wrap:wrap}#rs-images-col,#rs-text-col{flex:1 1 100% !important}"
+    ".rs-viewers{flex-direction:row;flex-wrap:wrap}.rs-viewer{flex:1 1 300px}}"
+)

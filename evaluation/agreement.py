@@ -99,30 +99,35 @@ def fleiss_kappa(ratings: pd.DataFrame, categories: Sequence[str] = LABELS) -> d
     return out
 
 
-def krippendorff_alpha_nominal(units: Iterable[Sequence[Any]]) -> float:
-    """Krippendorff's α for nominal data; each unit lists its values (None = not rated).
+def krippendorff_alpha(units: Iterable[Sequence[Any]], level: str = "nominal",
+                       value_domain: Sequence[Any] | None = None) -> float:
+    """Krippendorff's α from the `krippendorff` package; each unit lists its values (None = not rated).
 
-    α = 1 − D_o/D_e from the coincidence matrix o (Krippendorff 2011, "Computing
-    Krippendorff's alpha-reliability"): each unit with m_u ≥ 2 values adds 1/(m_u − 1) for every
-    ordered pair of its values; D_o ∝ Σ_{c≠k} o_ck, D_e ∝ (n² − Σ n_c²)/(n − 1). NaN when
-    fewer than two pairable values exist or only one value occurs.
+    `level`: nominal, ordinal, interval or ratio (ordinal needs `value_domain` in rank order for
+    non-numeric values). Units with fewer than two values are not pairable and drop out. NaN when
+    fewer than two pairable values exist or only one value occurs (α is undefined there).
     """
+    import krippendorff
+
     vals: list[list[Any]] = [[v for v in u if v is not None and not (isinstance(v, float) and np.isnan(v))]
                              for u in units]
     vals = [v for v in vals if len(v) >= 2]
-    cats = sorted({x for v in vals for x in v}, key=str)
-    if not vals or len(cats) < 2:
+    cats = list(value_domain) if value_domain is not None else sorted({x for v in vals for x in v}, key=str)
+    if not vals or len({x for v in vals for x in v}) < 2:
         return float("nan")
     index = {c: i for i, c in enumerate(cats)}
-    o = np.zeros((len(cats), len(cats)))
-    for v in vals:
-        cnt = np.bincount([index[x] for x in v], minlength=len(cats)).astype(float)
-        o += (np.outer(cnt, cnt) - np.diag(cnt)) / (len(v) - 1)
-    n_c = o.sum(1)
-    n = n_c.sum()
-    disagree = o.sum() - np.trace(o)
-    expected = (n**2 - (n_c**2).sum()) / (n - 1)
-    return float(1.0 - disagree / expected)
+    counts = np.zeros((len(vals), len(cats)))
+    for row, v in enumerate(vals):
+        for x in v:
+            counts[row, index[x]] += 1
+    numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in cats)
+    domain = cats if numeric else list(range(len(cats)))  # ranks stand in for labels
+    return float(krippendorff.alpha(value_counts=counts, value_domain=domain, level_of_measurement=level))
+
+
+def krippendorff_alpha_nominal(units: Iterable[Sequence[Any]]) -> float:
+    """Krippendorff's α for nominal labels (the reader study's on/off/both/none)."""
+    return krippendorff_alpha(units, "nominal")
 
 
 def krippendorff_from_ratings(ratings: pd.DataFrame) -> dict[str, Any]:
@@ -142,10 +147,3 @@ def krippendorff_from_ratings(ratings: pd.DataFrame) -> dict[str, Any]:
     if np.isnan(out["value"]):
         out["note"] = "every read used one label: α is undefined"
     return out
-
-
-def kappa_p_value(k: KappaResult) -> float:
-    """Two-sided Wald p for κ = 0 (with the non-null SE; a rough guide only)."""
-    if not np.isfinite(k.se) or k.se == 0:
-        return np.nan
-    return float(2 * stats.norm.sf(abs(k.kappa / k.se)))

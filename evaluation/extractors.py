@@ -30,12 +30,20 @@ BUILTIN: dict[str, str] = {
 }
 
 
-class DuplicateExtractorError(ValueError):
+class ExtractorError(Exception):
+    """Any registry error (callers turn it into their own user-facing error)."""
+
+
+class DuplicateExtractorError(ExtractorError, ValueError):
     """Two registrations under one name."""
 
 
-class UnknownExtractorError(ValueError):
+class UnknownExtractorError(ExtractorError, ValueError):
     """A name no extractor is registered under."""
+
+
+class ExtractorLoadError(ExtractorError, ImportError):
+    """A registered "module:attribute" that cannot be imported (a broken or missing plugin)."""
 
 
 _registry: dict[str, str | Callable[..., Any]] = {}
@@ -91,9 +99,13 @@ def factory(name: str) -> Callable[..., Any]:
     target = _registry[name]
     if isinstance(target, str):
         module, _, attr = target.partition(":")
-        obj: Any = importlib.import_module(module)
-        for part in attr.split(".") if attr else ():
-            obj = getattr(obj, part)
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in attr.split(".") if attr else ():
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as exc:
+            raise ExtractorLoadError(f"entity extractor {name!r} ({target}, {_origin[name]}) cannot be loaded: "
+                                     f"{type(exc).__name__}: {exc}") from exc
         target = obj
     if not callable(target):
         raise UnknownExtractorError(f"entity extractor {name!r} ({_describe(_registry[name])}) is not callable")

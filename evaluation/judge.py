@@ -10,12 +10,17 @@ Why it is built this way:
 - a response cache keyed by (model, prompt hash): a re-run sends nothing;
 - every failure ends as a result with `error` set — never as the label "none";
 - the API key is read from the environment variable *named* in the config, never stored,
-  and scrubbed from every error message.
+  and scrubbed from every error message and every stored answer field;
+- the response format is negotiated (`auto`): json_schema, then json_object, then plain text
+  with the schema in the prompt, each step taken once per run when the server rejects the
+  format (llama.cpp answers json_schema with HTTP 500, OpenAI-style servers with 400/422);
+- an invalid answer is asked again with the reason, so a small model can correct itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
@@ -34,13 +39,17 @@ from evaluation.judge_prompt import (
     build_messages,
     parse_answer,
     prompt_hash,
+    reask_message,
+    schema_instruction,
 )
 from evaluation.labels import label_of
 from steering.errors import RadsteerError
 
 log = logging.getLogger(__name__)
 
-ResponseFormat = Literal["json_schema", "json_object", "none"]
+ResponseFormat = Literal["auto", "json_schema", "json_object", "text"]
+RESPONSE_FORMATS: tuple[str, ...] = ("auto", "json_schema", "json_object", "text")
+_FALLBACK = {"json_schema": "json_object", "json_object": "text"}  # what `auto` tries next
 BUDGET_EXHAUSTED = "budget exhausted"
 _RETRYABLE_STATUS = {408, 409, 429}
 
@@ -62,7 +71,7 @@ class JudgeConfig:
     max_tokens: int | None = None  # prompt + completion tokens per run (in-flight calls may overshoot)
     temperature: float | None = 0.0  # None: leave the server's default (models that reject 0)
     max_output_tokens: int | None = None
-    response_format: ResponseFormat = "json_schema"  # falls back to json_object if the server refuses
+    response_format: ResponseFormat = "auto"  # auto: json_schema → json_object → text, as the server allows
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -77,9 +86,11 @@ class JudgeConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise RadsteerError(f"judge.{name} must be ≥ 0 or unset, not {value}")
-        if self.response_format not in ("json_schema", "json_object", "none"):
+        if self.response_format == "none":  # the earlier name of `text`
+            self.response_format = "text"
+        if self.response_format not in RESPONSE_FORMATS:
             raise RadsteerError(
-                f"judge.response_format must be json_schema, json_object or none, not {self.response_format!r}"
+                f"judge.response_format must be one of {', '.join(RESPONSE_FORMATS)}, not {self.response_format!r}"
             )
 
     @classmethod
@@ -185,6 +196,7 @@ class JudgeStats:
     """Counters of one `judge_many` run (what it cost)."""
 
     items: int = 0
+    answers: int = 0  # items that got a valid answer (cached ones included)
     cached: int = 0
     requests: int = 0
     retries: int = 0
@@ -194,6 +206,10 @@ class JudgeStats:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
+
+    def add(self, other: JudgeStats) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 class _Budget:
@@ -223,8 +239,32 @@ class LLMJudge:
     def __init__(self, config: JudgeConfig) -> None:
         self.config = config
         self._api_key = config.read_api_key()  # fail early, before any work is done
-        self._response_format: ResponseFormat = config.response_format
-        self.stats = JudgeStats()
+        self._negotiate = config.response_format == "auto"
+        self._response_format: str = "json_schema" if self._negotiate else config.response_format
+        self._format_settled = not self._negotiate  # until then, one request at a time probes the server
+        self.stats = JudgeStats()  # the last chat_many call
+        self.totals = JudgeStats()  # every call of this judge (one command run)
+        self.first_error: str | None = None
+
+    @property
+    def response_format(self) -> str:
+        """The format in use now (after any negotiation in this run)."""
+        return self._response_format
+
+    def outcome_line(self) -> str:
+        """One line every judge-using command prints: verdicts, errors, what it cost."""
+        t = self.totals
+        line = (f"judge {self.config.model}: {t.answers} verdicts, {t.errors} errors ({t.requests} requests, "
+                f"{t.retries} retries, {t.cached} cached; response format {self._response_format})")
+        return line + (f"; e.g. {self.first_error}" if t.errors and self.first_error else "")
+
+    def failure(self) -> str | None:
+        """Why the run must exit non-zero: the judge was asked and produced no verdict at all."""
+        t = self.totals
+        if t.items and not t.answers:
+            example = f"; e.g. {self.first_error}" if self.first_error else ""
+            return f"the LLM judge produced no verdicts: all {t.items} judge calls failed{example}"
+        return None
 
     def __repr__(self) -> str:  # never shows the key
         return f"LLMJudge(model={self.config.model!r}, base_url={self.config.base_url!r})"
@@ -316,13 +356,16 @@ class LLMJudge:
                 results[i] = res
                 if res.error is not None:
                     stats.errors += 1
+                    self.first_error = self.first_error or res.error[:300]
+                else:
+                    stats.answers += 1
                 if on_result is not None:
                     on_result(res)
 
         cached = cache.get_many(cfg.model, by_hash) if cache is not None else {}
         for h, response in cached.items():
             try:
-                answer = requests[h].answer_model.model_validate(response["answer"])
+                answer = self._scrub_answer(requests[h].answer_model.model_validate(response["answer"]))
             except Exception:  # a cache row from an older schema: ask again
                 continue
             stats.cached += len(by_hash[h])
@@ -332,12 +375,19 @@ class LLMJudge:
         if pending:
             budget = _Budget(cfg.max_calls, cfg.max_tokens, stats)
             sem = asyncio.Semaphore(cfg.concurrency)
+            probe = asyncio.Lock()
             client = openai.AsyncOpenAI(api_key=self._api_key, base_url=cfg.base_url, timeout=cfg.timeout_s,
                                         max_retries=0)
             try:
                 async def one(h: str) -> None:
                     async with sem:
-                        res = await self._ask(client, openai, h, requests[h], budget)
+                        res = None
+                        if not self._format_settled:  # negotiate once, not once per concurrent request
+                            async with probe:
+                                if not self._format_settled:
+                                    res = await self._ask(client, openai, h, requests[h], budget)
+                        if res is None:
+                            res = await self._ask(client, openai, h, requests[h], budget)
                     if res.answer is not None and cache is not None:
                         cache.put(cfg.model, h, {"answer": res.answer.model_dump(), "usage": res.usage})
                     deliver(h, res)
@@ -345,13 +395,22 @@ class LLMJudge:
                 await asyncio.gather(*(one(h) for h in pending))
             finally:
                 await client.close()
+        self.totals.add(stats)
         return [r for r in results if r is not None]
 
     # ---- one request, with retries --------------------------------------------------------
 
-    def _request_kwargs(self, request: ChatRequest, fmt: ResponseFormat) -> dict[str, Any]:
+    def _request_kwargs(self, request: ChatRequest, fmt: str,
+                        follow_up: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
         cfg = self.config
-        kwargs: dict[str, Any] = {"model": cfg.model, "messages": request.messages}
+        messages = [dict(m) for m in request.messages]
+        if fmt != "json_schema":  # no server-side schema: the prompt carries it
+            rule = schema_instruction(request.schema)
+            if messages and messages[0].get("role") == "system":
+                messages[0]["content"] = f"{messages[0]['content']}\n\n{rule}"
+            else:
+                messages.insert(0, {"role": "system", "content": rule})
+        kwargs: dict[str, Any] = {"model": cfg.model, "messages": messages + list(follow_up)}
         if cfg.temperature is not None:
             kwargs["temperature"] = cfg.temperature
         if cfg.max_output_tokens is not None:
@@ -369,6 +428,7 @@ class LLMJudge:
         cfg = self.config
         res = JudgeResult(key=None, model=cfg.model, prompt_hash=h)
         retries = invalid = 0
+        follow_up: list[dict[str, str]] = []
         while True:
             refusal = budget.take_call()
             if refusal is not None:
@@ -378,15 +438,21 @@ class LLMJudge:
             fmt = self._response_format
             try:
                 resp = await asyncio.wait_for(
-                    client.chat.completions.create(**self._request_kwargs(request, fmt)), timeout=cfg.timeout_s * 2 + 5
+                    client.chat.completions.create(**self._request_kwargs(request, fmt, follow_up)),
+                    timeout=cfg.timeout_s * 2 + 5,
                 )
             except (openai.APIConnectionError, openai.APIStatusError, asyncio.TimeoutError) as exc:
                 status = getattr(exc, "status_code", None)
-                if status == 400 and fmt == "json_schema" and "response_format" in str(exc).lower():
-                    if self._response_format == "json_schema":  # once, though many requests may see it
-                        log.warning("the judge server refused response_format json_schema; using json_object")
-                        self._response_format = "json_object"
-                    continue
+                if _rejects_response_format(exc, status) and fmt != "text":
+                    if self._negotiate and fmt in _FALLBACK:
+                        self._fall_back(fmt, status)
+                        continue
+                    self._format_settled = True
+                    res.error = (f"the judge server refused response_format {fmt} ({self._describe(exc)}); "
+                                 f"use response format auto (--judge-response-format auto) to negotiate")
+                    return res
+                if status is not None and status < 500:
+                    self._format_settled = True  # the server answered without refusing the format
                 retryable = status is None or status in _RETRYABLE_STATUS or status >= 500
                 if not retryable or retries >= cfg.max_retries:
                     tail = f" after {res.attempts} attempts" if res.attempts > 1 else ""
@@ -400,6 +466,7 @@ class LLMJudge:
             except openai.OpenAIError as exc:
                 res.error = self._describe(exc)
                 return res
+            self._format_settled = True
             usage = getattr(resp, "usage", None)
             if usage is not None:
                 pt, ct = int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0)
@@ -407,15 +474,25 @@ class LLMJudge:
                 self.stats.completion_tokens += ct
                 res.usage = {"prompt_tokens": res.usage.get("prompt_tokens", 0) + pt,
                              "completion_tokens": res.usage.get("completion_tokens", 0) + ct}
+            content: str | None = None
             try:
-                res.answer = request.parse(self._content(resp))
+                content = self._content(resp)
+                res.answer = self._scrub_answer(request.parse(content))
                 return res
             except InvalidAnswer as exc:
                 if invalid < cfg.invalid_answer_retries:
-                    invalid += 1
+                    invalid += 1  # ask again, saying what was wrong (small models often fix it)
+                    follow_up = [{"role": "assistant", "content": (content or "")[:4000]}, reask_message(str(exc))]
                     continue
                 res.error = f"invalid judge answer: {self._redact(str(exc))}"
                 return res
+
+    def _fall_back(self, fmt: str, status: int | None) -> None:
+        """Step the run's format down once, however many concurrent requests saw the refusal."""
+        if self._response_format == fmt:
+            self._response_format = _FALLBACK[fmt]
+            log.warning("the judge server refused response_format %s (HTTP %s); using %s for the rest of this run",
+                        fmt, status, self._response_format)
 
     @staticmethod
     def _content(resp: Any) -> str | None:
@@ -447,6 +524,36 @@ class LLMJudge:
     def _redact(self, text: str) -> str:
         key = self._api_key
         return text.replace(key, "[redacted]") if key and key != "unused" else text
+
+    def _scrub_answer(self, answer: Any) -> Any:
+        """An answer whose fields echo the API key is stored with the key redacted (every string field)."""
+        key = self._api_key
+        if not key or key == "unused" or not hasattr(answer, "model_dump"):
+            return answer
+        data = answer.model_dump()
+        if key not in json.dumps(data, ensure_ascii=False):
+            return answer
+
+        def clean(node: Any) -> Any:
+            if isinstance(node, str):
+                return self._redact(node)
+            if isinstance(node, dict):
+                return {clean(k): clean(v) for k, v in node.items()}
+            if isinstance(node, list):
+                return [clean(v) for v in node]
+            return node
+
+        return type(answer).model_validate(clean(data))
+
+
+def _rejects_response_format(exc: BaseException, status: int | None) -> bool:
+    """A server's refusal of the requested response_format: OpenAI-style servers say 400/422,
+    llama.cpp's server 500 ("Input should be 'text' or 'json_object'"); the body names it."""
+    if status not in (400, 422, 500):
+        return False
+    body = getattr(exc, "body", None)
+    text = f"{exc} {json.dumps(body) if body is not None else ''}".lower()
+    return "response_format" in text or "json_schema" in text or "input should be 'text'" in text
 
 
 def _retry_after_seconds(exc: BaseException) -> float | None:

@@ -18,7 +18,7 @@ from steering.store.manifest import stable_hash
 
 M = TypeVar("M", bound=BaseModel)
 
-PROMPT_VERSION = "judge-v1"
+PROMPT_VERSION = "judge-v2"  # v2: longitudinal and textual target families
 
 SYSTEM_PROMPT = """\
 You are a board-certified radiologist auditing an AI system that writes chest X-ray reports.
@@ -34,6 +34,23 @@ Definitions:
 - An OFF-TARGET change is any other clinically meaningful difference: findings, devices,
   anatomy, laterality, severity, certainty or comparison statements that changed but are not
   the target concept (or the target concept moving against the steering direction).
+- Targets come in three families (the category is given beside each target):
+  * finding / device: an observation such as "pleural effusion" or "pacemaker", as above;
+  * longitudinal: a statement comparing with a prior study — comparison (any comparison with
+    a prior study), worsening ("increased", "enlarging", "progression of"), improvement
+    ("decreased", "less prominent"), stability ("unchanged", "stable", "no interval change"),
+    new_finding ("new", "newly appeared") or resolution ("resolved", "no longer seen"). It may
+    stand alone ("No interval change.") or qualify a finding ("effusion has increased" is the
+    effusion plus worsening);
+  * textual: report language — recommendation (follow-up imaging, CT, clinical correlation),
+    communication (findings discussed with / communicated to a clinician), technical_limitation
+    (rotation, low lung volumes or portable technique limiting evaluation), measurement (a size
+    in mm / cm).
+  For a longitudinal or textual target, direction "increase" is on-target when the steered
+  report gains such a statement (or strengthens it, e.g. "increased" where the baseline said
+  "unchanged" for worsening); "decrease" when it loses or weakens it.
+- Uncertainty counts: present -> uncertain ("borderline", "cannot be excluded", "likely",
+  "may represent") is a move toward absence; absent -> uncertain a move toward presence.
 - Rewording, reordering or style changes with the same clinical content are NOT changes.
 - A report is clinically coherent if it reads as a plausible, internally consistent radiology
   report (no contradictions, no degenerate repetition or gibberish).
@@ -57,28 +74,6 @@ Steering direction: {direction}
 {steered}
 </steered_report>"""
 
-ANSWER_FIELDS = (
-    "on_target_change", "off_target_change", "on_target_evidence", "off_target_evidence",
-    "clinically_coherent", "rationale",
-)
-
-ANSWER_JSON_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "on_target_change": {"type": "boolean"},
-        "off_target_change": {"type": "boolean"},
-        "on_target_evidence": {"type": "string"},
-        "off_target_evidence": {"type": "string"},
-        "clinically_coherent": {"type": "boolean"},
-        "rationale": {"type": "string"},
-    },
-    "required": list(ANSWER_FIELDS),
-    "additionalProperties": False,
-}
-"""Written by hand in the strict subset that OpenAI structured outputs accept (all fields
-required, no extra properties); `JudgeAnswer` validates the same shape on our side."""
-
-
 class JudgeAnswer(BaseModel):
     """The judge's answer, validated: a wrong type or a missing/extra field is an error."""
 
@@ -90,6 +85,41 @@ class JudgeAnswer(BaseModel):
     off_target_evidence: str
     clinically_coherent: bool
     rationale: str
+
+
+def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of a pydantic answer model, in the strict subset OpenAI structured outputs
+    accept (every property required, no extra properties, no titles/defaults), so the schema sent
+    to the server and the validation done here can never drift apart."""
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: clean(v) for k, v in node.items() if k not in ("title", "default", "description")}
+            if out.get("type") == "object" and "properties" in out:
+                out["required"] = list(out["properties"])
+                out["additionalProperties"] = False
+            return out
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        return node
+
+    return clean(model.model_json_schema())
+
+
+ANSWER_JSON_SCHEMA: dict[str, Any] = strict_json_schema(JudgeAnswer)
+ANSWER_FIELDS = tuple(ANSWER_JSON_SCHEMA["properties"])
+
+
+def schema_instruction(schema: dict[str, Any]) -> str:
+    """What a server without structured output is told instead (format `text`)."""
+    return ("Reply with one JSON object and nothing else (no prose, no markdown fence). It must match this JSON "
+            "schema exactly:\n" + json.dumps(schema, separators=(",", ":")))
+
+
+def reask_message(reason: str) -> dict[str, str]:
+    """The follow-up after an invalid answer: what was wrong, and the rule again."""
+    return {"role": "user", "content": f"Your answer was invalid: {reason}. Reply again with only the JSON object, "
+                                       f"with exactly the required fields and types."}
 
 
 class InvalidAnswer(ValueError):
@@ -120,8 +150,21 @@ def direction_words(direction: int) -> str:
     raise ValueError("steering direction must be +1 or -1, not 0")
 
 
+def describe_target(name: str) -> str:
+    """A target as the judge reads it: its canonical name, id and family ("worsening
+    [worsening, longitudinal]"); a name the vocabulary does not know is passed on as written."""
+    from evaluation.vocabulary import UnknownConceptError, load_vocabulary
+
+    vocab = load_vocabulary()
+    try:
+        cid = vocab.resolve_one(str(name))
+    except UnknownConceptError:
+        return str(name)
+    return f"{vocab.concepts[cid].name} [{cid}, {vocab.category(cid)}]"
+
+
 def build_messages(item: JudgeItem) -> list[dict[str, str]]:
-    targets = ", ".join(str(t) for t in item.targets) or "(none given; use the feature description)"
+    targets = ", ".join(describe_target(t) for t in item.targets) or "(none given; use the feature description)"
     user = USER_TEMPLATE.format(
         description=item.description.strip() or "(no description)",
         targets=targets,

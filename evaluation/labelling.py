@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from evaluation.diff import diff_entities
 from evaluation.entities import Entity, EntityExtractor
-from evaluation.extractors import get_extractor
+from evaluation.extractors import ExtractorError, get_extractor
 from evaluation.lexicon import Lexicon, UnknownConceptError, load_lexicon, resolve_concepts
 from evaluation.targets import TargetMatch, match_targets, parse_direction
 from steering.errors import RadsteerError
@@ -155,7 +155,10 @@ def label_pairs(rows: Iterable[LabelPair | Mapping[str, Any]], extractor: Entity
             pairs.append(parse_pair(dict(r), lex))
         except PairError as exc:
             raise RadsteerError(f"row {i}: {exc}") from exc
-    ex = get_extractor(extractor) if isinstance(extractor, str) else extractor
+    try:
+        ex = get_extractor(extractor) if isinstance(extractor, str) else extractor
+    except ExtractorError as exc:  # a misspelt name or a broken plugin: one line, not a traceback
+        raise RadsteerError(str(exc)) from exc
     verdicts = entity_verdicts(pairs, ex, batch_size=batch_size, progress=progress, lexicon=lex)
     judged = list(judge(pairs)) if judge is not None else None
     if judged is not None and len(judged) != len(pairs):

@@ -21,7 +21,7 @@ from typing import Any
 
 from evaluation.combine import CombineRule, combine_verdicts
 from evaluation.entities import Entity, EntityExtractor
-from evaluation.extractors import get_extractor
+from evaluation.extractors import ExtractorError, get_extractor
 from evaluation.judge import JudgeResult, LLMJudge
 from evaluation.judge_cache import StoreJudgeCache
 from evaluation.judge_prompt import JudgeItem
@@ -110,9 +110,12 @@ class Evaluator:
         entity_verdict: EntityVerdictFn | None = None,
     ) -> None:
         self.store = store
-        self.extractor = (
-            get_extractor(extractor, **dict(extractor_options or {})) if isinstance(extractor, str) else extractor
-        )
+        try:
+            self.extractor = (
+                get_extractor(extractor, **dict(extractor_options or {})) if isinstance(extractor, str) else extractor
+            )
+        except ExtractorError as exc:  # a misspelt name or a broken plugin: one line, not a traceback
+            raise RadsteerError(str(exc)) from exc
         self.judge, self.combine_rule = judge, combine_rule
         self.batch_size, self.progress = max(1, batch_size), progress
         self.entity_verdict = entity_verdict or default_entity_verdict

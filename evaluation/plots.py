@@ -111,3 +111,41 @@ def pos_neg_scatter(pos_neg: pd.DataFrame, label: str) -> str:
     ax.set_title(label, fontsize=9)
     ax.grid(alpha=0.3)
     return _svg(fig, "positive versus negative steering")
+
+
+def f1_histogram(hist: pd.DataFrame, label: str) -> str:
+    """Feature interpretations: the distribution of detection F1 (bins of 0.1)."""
+    fig = _figure(4.6, 2.8)
+    ax = fig.add_subplot()
+    if hist.empty or int(hist["count"].sum()) == 0:
+        ax.text(0.5, 0.5, "no scored interpretations", ha="center", va="center")
+        ax.set_axis_off()
+        return _svg(fig, "F1 histogram (empty)")
+    ax.bar(hist.bin_low, hist["count"], width=hist.bin_high - hist.bin_low, align="edge", color="#1f77b4",
+           edgecolor="white")
+    for x in (0.5, 0.75):
+        ax.axvline(x, ls=":", color="grey")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("detection F1")
+    ax.set_ylabel("features")
+    ax.set_title(label, fontsize=9)
+    return _svg(fig, "histogram of detection F1")
+
+
+def precision_recall_scatter(features: pd.DataFrame) -> str:
+    """Feature interpretations: each feature's detection precision against its recall."""
+    fig = _figure(4.2, 4.2)
+    ax = fig.add_subplot()
+    df = features.dropna(subset=["precision", "recall"]) if not features.empty else features
+    if df.empty:
+        ax.text(0.5, 0.5, "no precision/recall", ha="center", va="center")
+        ax.set_axis_off()
+        return _svg(fig, "precision vs recall (empty)")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.scatter(df.recall, df.precision, s=12, color="#444", alpha=0.6)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.grid(alpha=0.3)
+    return _svg(fig, "precision versus recall of feature interpretations")

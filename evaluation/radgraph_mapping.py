@@ -34,9 +34,12 @@ MODIFIER_KEYS = ("laterality", "severity", "change")
 def modifier_tables() -> dict[str, dict[str, str]]:
     """One-word modifier tables (laterality, severity, change) from the concept vocabulary — the
     same source the lexicon reads reports with — used when no modifier normaliser is given."""
-    words = load_vocabulary().modifier_words
-    return {key: {" ".join(toks): value for toks, value in table.items() if len(toks) == 1}
-            for key, table in words.items()}
+    vocab = load_vocabulary()
+    tables = {key: {" ".join(toks): value for toks, value in table.items() if len(toks) == 1}
+              for key, table in vocab.modifier_words.items()}
+    for value in vocab.change_rank:  # "resolved" has no words of its own in the lexicon (it is a cue there)
+        tables["change"].setdefault(value, value)
+    return tables
 
 
 def parse_label(label: str) -> tuple[EntityKind, Assertion] | None:
@@ -181,5 +184,12 @@ def entities_from_radgraph(
                 candidates += [f"{anatomy} {text}", f"{core} {text}".strip()]
             candidates.append(text)
             concept = next((c for c in map(normalise, dict.fromkeys(candidates)) if c), None)
+            if concept is None and kind == "observation" and assertion == "absent":
+                # RadGraph reads "No interval change" as the observation "change", absent: the
+                # statement is stability, present (the lexicon reads "no ... change" that way)
+                stated = normalise(f"no {candidates[0]}")
+                vocab = load_vocabulary()
+                if stated in vocab.concepts and vocab.category(stated) == "longitudinal":
+                    concept, assertion = stated, "present"
         out.append((pos(key), Entity(text, kind, assertion, concept, mods, anatomy, start, end)))
     return [entity for _, entity in sorted(out, key=lambda item: item[0])]

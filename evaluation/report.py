@@ -239,6 +239,9 @@ def render_html(data: StudyData, stats: StudyStatistics, *, title: str | None = 
          _table(manifest_rows) if not manifest_rows.empty else '<p class="note">manifest.json not found.</p>'),
         ("methods", "Statistical methods", _methods_html(stats)),
     ]
+    if stats.interpretation is not None:  # feature interpretations (radsteer interpret / features.select)
+        sections.insert(-3, ("interpretations", "Feature interpretations (detection F1)",
+                             _interpretation_html(stats.interpretation)))
     nav = "".join(f'<a href="#{sid}">{_e(h.split(" (")[0])}</a>' for sid, h, _ in sections)
     body = "".join(f'<section id="{sid}"><h2>{h}</h2>{content}</section>' for sid, h, content in sections)
     return (
@@ -249,6 +252,22 @@ def render_html(data: StudyData, stats: StudyStatistics, *, title: str | None = 
         f"<h1>Steering study report — {_e(name)}</h1><nav>{nav}</nav>{body}"
         '<p class="muted">Written by radsteer. Tables: CSV and Parquet beside this file.</p></body></html>\n'
     )
+
+
+def _interpretation_html(it: Any) -> str:
+    """The interpretation section: counts, F1 histogram, precision vs recall, ρ, categories, validity."""
+    frames = it.to_frames()
+    best = it.features.dropna(subset=["f1"]).sort_values("f1", ascending=False).head(MAX_HTML_ROWS)
+    return (f"<pre>{_e(it.summary())}</pre>"
+            + plots.f1_histogram(it.histogram, f"{it.counts['n_scored']} features ({it.counts['explainer']})")
+            + plots.precision_recall_scatter(it.features)
+            + "<h3>Counts</h3>" + _table(frames["interpretation_counts"])
+            + "<h3>Activation frequency vs F1 (Spearman, bootstrap 95% CI)</h3>"
+            + _table(frames["interpretation_frequency_spearman"])
+            + "<h3>By target concept category</h3>" + _table(it.by_category)
+            + "<h3>Radiologists' validity vs F1 (AUROC)</h3>" + _table(frames["interpretation_validity_auroc"])
+            + "<h3>Features by F1</h3>"
+            + _table(best[["feature_id", "explainer", "f1", "precision", "recall", "frequency"]]))
 
 
 def annotations_long(data: StudyData) -> pd.DataFrame:

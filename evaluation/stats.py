@@ -39,6 +39,7 @@ class StudyStatistics:
     flow: pd.DataFrame  # stage, count, note
     notes: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    interpretation: Any = None  # evaluation.interpret_stats.InterpretationStats when features were interpreted
 
     # ---- tables -----------------------------------------------------------------------------
 
@@ -75,6 +76,7 @@ class StudyStatistics:
                                                                "method"])),
             "inter_rater": self.inter_rater,
             "notes": pd.DataFrame({"note": self.notes}),
+            **(self.interpretation.to_frames() if self.interpretation is not None else {}),
         }
 
     def save(self, out_dir: str | Path) -> list[Path]:
@@ -127,6 +129,9 @@ class StudyStatistics:
         lines.append(f"Per-feature tests ({multiplicity.TEST_NAME}, p0 = {self.settings.get('null_rate')}; "
                      f"{corr}): {int(t.reject.sum()) if len(t) else 0} of {len(t)} cells significant "
                      f"at {self.settings.get('level')}")
+        if self.interpretation is not None:
+            lines.append("")
+            lines.append(self.interpretation.summary())
         if self.notes:
             lines.append("")
             lines.append("Notes:")
@@ -339,10 +344,27 @@ def compute_statistics(
         if not data.reads.empty else pd.DataFrame(columns=["item", "rater", "label"])
     inter = pd.DataFrame([agreement.fleiss_kappa(ratings), agreement.krippendorff_from_ratings(ratings)])
 
+    interp = _interpretation_stats(data, n_boot, seed)
+    if interp is not None:
+        notes.extend(interp.notes)
     return StudyStatistics(
         primary_method=primary, cell_rates=cell, feature_rates=feat, method_rates=meth, pos_neg=pos_neg,
         spearman=spear, dose_fits=fits, tests=tests, kappa_vs_radiologist=kappa_df, confusions=confusions,
         inter_rater=inter, flow=study_flow(data), notes=list(dict.fromkeys(notes)),
         settings={"method": primary, "null_rate": null_rate, "correction": correction, "level": level,
                   "n_boot": n_boot, "seed": seed, "cov_struct": cov_struct, "ci_method": "Wilson score 95%"},
+        interpretation=interp,
     )
+
+
+def _interpretation_stats(data: StudyData, n_boot: int, seed: int):
+    """Interpretation statistics when the study interpreted features (`radsteer interpret`) or
+    steers features selected with their F1 (`features.select`); None otherwise."""
+    from evaluation.interpret_stats import compute_interpretation_stats, interpretations_from_features
+
+    interps = data.interpretations
+    if interps is None or interps.empty:
+        interps = interpretations_from_features(data.features)
+        if interps.empty:
+            return None
+    return compute_interpretation_stats(interps, data.feature_stats, data.annotations, n_boot=n_boot, seed=seed)

@@ -42,6 +42,8 @@ class StudyData:
     protocol_text: str | None = None
     protocol: dict[str, Any] | None = None
     protocol_error: str | None = None
+    interpretations: pd.DataFrame = field(default_factory=pd.DataFrame)  # feature_interpretations (issue 13)
+    feature_stats: pd.DataFrame = field(default_factory=pd.DataFrame)  # mined frequency per feature
 
 
 def majority_labels(reads: pd.DataFrame) -> pd.DataFrame:
@@ -158,5 +160,6 @@ def from_store(store: StudyStore, run_dir: Path | None = None) -> StudyData:
         run_dir=run_dir, cases=store.dataframe("cases"), features=store.dataframe("features"),
         generations=generations, steered=steered, verdicts=verdicts, annotations=annotations, reads=reads,
         majority=majority, labels=labels, manifest=manifest, protocol_text=text, protocol=proto,
-        protocol_error=perr,
+        protocol_error=perr, interpretations=store.dataframe("feature_interpretations"),
+        feature_stats=store.dataframe("feature_stats"),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,12 @@ from steering.jsonl import iter_jsonl
 SPLITS = ("tune", "test")
 
 
-def read_cases_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a cases file; each needs a unique `case_id`. Errors name the file and line."""
+def read_cases_jsonl(path: str | Path, parse: Callable[[dict[str, Any], str], dict[str, Any]] | None = None,
+                     ) -> list[dict[str, Any]]:
+    """Rows of a cases file; each needs a unique `case_id`. Errors name the file and line.
+
+    `parse(row, where)` checks and completes a row for a model kind (MAIRA-2: images resolved
+    against the file's folder, `steering.maira2.cases.parse_case`), with `where` = file:line."""
     path = Path(path)
     rows: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
@@ -26,7 +31,7 @@ def read_cases_jsonl(path: str | Path) -> list[dict[str, Any]]:
         if "split" in row and row["split"] not in SPLITS:
             raise RadsteerError(f"{where}: split must be 'tune' or 'test', not {row['split']!r}")
         seen[cid] = n
-        rows.append(row)
+        rows.append(parse(row, where) if parse is not None else row)
     if not rows:
         raise RadsteerError(f"cases file {path} has no cases")
     return rows

@@ -34,10 +34,6 @@ COMMANDS: dict[str, str] = {
 }
 
 
-STORE_COMMANDS = ("sweep", "evaluate", "annotate", "stats", "report", "run", "demo", "mine", "activations")
-"""Commands that open a study's store, and so take --store-url."""
-
-
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="radsteer",
@@ -59,18 +55,26 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(f"protocols.commands.{name}")
-    module.add_arguments(subparsers[name])
+    try:
+        module.add_arguments(subparsers[name])  # may list plugins (e.g. extractors): a broken one is one line
+    except (RadsteerError, ValueError, ImportError) as exc:
+        print(f"radsteer {name}: error: {exc}", file=sys.stderr)
+        return 2
     _one_line_warnings(name)
-    if name in STORE_COMMANDS:
-        subparsers[name].add_argument(
-            "--store-url", default=None, metavar="URL",
-            help="the study's database, e.g. postgresql+psycopg://user@host/db (default: $RADSTEER_STORE_URL, "
-                 "the URL recorded in the run directory, else RUN_DIR/study.sqlite)")
+    from protocols.config import BY_KEY
+
+    store_url = BY_KEY["store.url"]
+    if name in store_url.commands:
+        try:  # commands without add_options still take --store-url
+            subparsers[name].add_argument(*store_url.flags, dest=store_url.dest, default=None,
+                                          metavar=store_url.metavar, help=store_url.help)
+        except argparse.ArgumentError:
+            pass  # already added by add_options
     args = parser.parse_args(argv)
-    if getattr(args, "store_url", None):
+    if getattr(args, store_url.dest, None):
         from steering.store.location import STORE_URL_ENV
 
-        os.environ[STORE_URL_ENV] = args.store_url  # every StudyStore.open of this process, and its workers
+        os.environ[STORE_URL_ENV] = getattr(args, store_url.dest)  # every StudyStore.open of this process, and its workers
     try:
         return int(module.run(args) or 0)
     except RadsteerError as exc:

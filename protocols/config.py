@@ -82,6 +82,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("study.runs_dir", ("--runs-dir",), "where runs/<name>/ is written", ("sweep", "run"), default="runs"),
     Setting("study.limit", ("--limit",), "only the first N cases (a quick look)", ("sweep", "run"), type=int,
             check=_positive("--limit")),
+    # -- where the tables live, and who generates (steering/store/location.py, steering/distributed.py) --
+    Setting("store.url", ("--store-url",),
+            "the study's database, e.g. postgresql+psycopg://user@host/db (default: $RADSTEER_STORE_URL, the "
+            "URL recorded in the run directory, else RUN_DIR/study.sqlite)",
+            ("sweep", "evaluate", "annotate", "stats", "report", "run", "demo", "mine", "activations"),
+            metavar="URL"),
+    Setting("execution.executor", ("--executor",), "local: this process; ray: worker actors "
+            "(pip install radsteer[distributed])", ("sweep", "run"), default="local",
+            protocol=("execution", "executor"), choices=("local", "ray")),
+    Setting("execution.address", ("--ray-address",), "join this Ray cluster (implies --executor ray; default: "
+            "a local Ray for the run)", ("sweep", "run"), protocol=("execution", "address"), metavar="ADDR"),
+    Setting("execution.workers", ("--workers",), "Ray workers", ("sweep", "run"), default=2, type=int,
+            protocol=("execution", "workers"), check=_positive("--workers"), metavar="N"),
     Setting("ui.no_progress", ("--no-progress",), "no progress bars", ("sweep", "evaluate", "run"),
             default=False, store_true=True),
     # -- evaluate ----------------------------------------------------------------------------
@@ -117,6 +130,11 @@ SETTINGS: tuple[Setting, ...] = (
             protocol=("evaluation", "judge", "max_calls"), type=int),
     Setting("judge.max_tokens", ("--judge-max-tokens",), "token budget for this run", _CLIENT,
             protocol=("evaluation", "judge", "max_tokens"), type=int),
+    Setting("judge.response_format", ("--judge-response-format",),
+            "auto: json_schema, falling back to json_object, then plain text with the schema in the prompt, "
+            "once per run when the server refuses a format (llama.cpp does json_schema); or force one", _CLIENT,
+            default=_judge_default("response_format"), protocol=("evaluation", "judge", "response_format"),
+            choices=("auto", "json_schema", "json_object", "text")),
     Setting("judge.off", ("--no-judge",), "skip the judge even if the protocol configures one", _JUDGE,
             default=False, store_true=True),
     # -- statistics --------------------------------------------------------------------------
@@ -160,7 +178,7 @@ def settings_for(command: str) -> list[Setting]:
     """The settings a command resolves: its own flags' — and for `run` (and the demo, which is a run)
     every setting of every step, so each step reads the same keys whichever way it is started."""
     if command in ("run", "demo"):
-        sections = {"study", "ui", "evaluate", "judge", "stats", "report"}
+        sections = {"study", "ui", "evaluate", "judge", "stats", "report", "store", "execution"}
         return [s for s in SETTINGS if s.key.split(".")[0] in sections and s.key not in RUN_ONLY_ELSEWHERE]
     return [s for s in SETTINGS if command in s.commands]
 

@@ -40,7 +40,8 @@ class LoadedProtocol:
         return q if q.is_absolute() else (self.base_dir / q).resolve()
 
     def canonical(self) -> dict[str, Any]:
-        return self.protocol.model_dump(mode="json")
+        # how a sweep is executed (local / Ray) does not change what the study is
+        return self.protocol.model_dump(mode="json", exclude={"execution"})
 
     def canonical_hash(self) -> str:
         """Hash of the validated protocol (defaults filled in, key order irrelevant)."""
@@ -162,13 +163,20 @@ def _merge_items_file(data: dict[str, Any], file: Path, lines: dict[tuple, int])
         if not isinstance(loaded, list):
             raise RadsteerError(f"{path}: must hold a list of features ({{id, description, targets}})")
         items = [(i + 1, item) for i, item in enumerate(loaded)]
+    from evaluation.vocabulary import UnknownConceptError, load_vocabulary
+
     for n, item in items:
+        label = "line" if path.suffix == ".jsonl" else "item"
         try:
-            FeatureSpec.model_validate(item)
+            spec = FeatureSpec.model_validate(item)
         except ValidationError as exc:
             err = exc.errors()[0]
-            label = "line" if path.suffix == ".jsonl" else "item"
             raise RadsteerError(f"{path}: {label} {n}: {_dotted(tuple(err['loc']))}: {err['msg']}") from None
+        for j, name in enumerate(spec.targets):  # named here, with the file's own line
+            try:
+                load_vocabulary().resolve_one(name)
+            except UnknownConceptError as exc:
+                raise RadsteerError(f"{path}: {label} {n}: targets[{j}]: {exc}") from None
     features["items"] = [*(features.get("items") or []), *(item for _, item in items)]
 
 
@@ -208,4 +216,7 @@ def _cross_checks(p: Protocol) -> list[tuple[tuple, str]]:
                             f"unknown feature id {item.id!r}: not among features.concepts ({', '.join(known)})"))
     if p.layer < 0:
         out.append((("layer",), f"layer must be ≥ 0 (0-based index of the decoder layer), not {p.layer}"))
+    from protocols.targets import target_errors
+
+    out.extend(target_errors(p))  # unknown target concepts, with the nearest known names
     return out

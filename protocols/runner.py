@@ -8,8 +8,7 @@ In `run_study` every check that can fail on a protocol runs first (`protocols.pl
 then the judge's key is read — so a bad protocol or a missing key stops the run before a model is
 loaded or a run directory exists. Each step picks up where an interrupted run left it: the sweep
 skips stored rows, evaluation keeps stored verdicts (the judge's answers are cached), statistics
-and the report are recomputed from the store. A step whose package is not installed is skipped
-with a message, never a crash.
+and the report are recomputed from the store.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import argparse
 import gc
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ class RunResult:
     stats: Any = None
     report_path: Path | None = None
     pdf_path: Path | None = None
-    skipped: dict[str, str] = field(default_factory=dict)  # step -> why
+    judge_failure: str | None = None  # the judge was asked and produced no verdicts: why
 
     def lines(self) -> list[str]:
         out = [
@@ -54,7 +53,6 @@ class RunResult:
             f"generated tokens: {self.tokens_generated}",
             f"judge calls: {self.judge_requests}",
         ]
-        out += [f"skipped {step}: {why}" for step, why in self.skipped.items()]
         return out
 
 
@@ -88,12 +86,6 @@ def _progress(config: Config) -> bool:
     return not config.ui.no_progress and sys.stderr.isatty()
 
 
-def _missing_part(exc: ModuleNotFoundError) -> str | None:
-    """The radsteer module a step lacks (a step not installed yet), else None (a real error)."""
-    name = exc.name or ""
-    return name if name.split(".")[0] in ("evaluation", "annotation_ui") else None
-
-
 def run_study(
     study: Study,
     config: Config | None = None,
@@ -109,53 +101,49 @@ def run_study(
     result = RunResult(run_dir=study.run_dir)
     judge = None
     if "evaluate" in steps:
-        try:
-            judge = make_judge(config, study.loaded.where("evaluation", "judge"))
-        except ModuleNotFoundError as exc:
-            if not _missing_part(exc):
-                raise
+        judge = make_judge(config, study.loaded.where("evaluation", "judge"))
     if "sweep" in steps:
         sweep_step(study, config, result, checked=checked, echo=echo, prefix="radsteer run: ")
     elif not has_study(study.run_dir):
         raise RadsteerError(f"{study.run_dir} holds no study yet: run the sweep step first")
     if "evaluate" in steps:
-        _step(result, "evaluate", echo,
-              lambda: evaluate_step(study.run_dir, config, result, judge=judge, echo=echo, prefix="radsteer run: "))
+        evaluate_step(study.run_dir, config, result, judge=judge, echo=echo, prefix="radsteer run: ")
     computed = None
     if "stats" in steps or "report" in steps:
         out = study.run_dir / "stats" if "stats" in steps else None
-        computed = _step(result, "stats", echo, lambda: stats_step(study.run_dir, config, result, save_to=out))
-        if out is not None and computed is not None:
+        computed = stats_step(study.run_dir, config, result, save_to=out)
+        if out is not None:
             echo(f"radsteer run: stats: tables in {out}")
     if "report" in steps and computed is not None:
-        _step(result, "report", echo, lambda: report_step(study.run_dir, config, result, *computed))
+        report_step(study.run_dir, config, result, *computed)
         if result.report_path is not None:
             echo(f"radsteer run: report: {result.report_path}")
     return result
 
 
-def _step(result: RunResult, name: str, echo: Echo, fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except ModuleNotFoundError as exc:
-        part = _missing_part(exc)
-        if part is None:
-            raise
-        why = f"{part} is not available in this installation"
-        result.skipped[name] = why
-        echo(f"radsteer run: skipping {name}: {why}")
-        return None
-
-
 def sweep_step(study: Study, config: Config, result: RunResult, *, checked: CheckedStudy | None = None,
                echo: Echo = print, prefix: str = "") -> None:
     """Build missing concept vectors, then generate every planned row not yet stored."""
+    from protocols.execution import execution_options, sweep_on_ray
+
     progress = _progress(config)
+    options = execution_options(study, config)
     _ = study.cases  # read and check the cases before loading any model
-    adapter = study.load_adapter()
+    adapter = None
     if study.protocol.features.source == "concept" and study.concept_vectors_state() != "current":
+        adapter = study.load_adapter()
         echo(f"{prefix}building concept vectors → {study.bank_path()}")
         study.ensure_concept_vectors(adapter=adapter, echo=echo)
+    if options.executor == "ray":  # the workers load the model; this process only dispatches
+        del adapter
+        gc.collect()
+        ray_report = sweep_on_ray(study, options, progress=progress)
+        result.rows_generated, result.rows_already_stored = ray_report.generated, ray_report.already_stored
+        result.tokens_generated = ray_report.tokens
+        result.sweep_summary = ray_report.summary()
+        echo(f"{prefix}sweep: {ray_report.summary()}")
+        return
+    adapter = adapter or study.load_adapter()
     bank = study.load_bank()
     engine = study.engine(adapter, bank)  # width and layer checked again on the real model
     rows = study.planned_rows(bank)
@@ -192,6 +180,9 @@ def evaluate_step(run_dir: Path, config: Config, result: RunResult, *, judge=Non
     result.evaluation = summary
     result.judge_requests = int(summary.judge_stats.get("requests", 0)) if summary.judge_stats else 0
     echo(f"{prefix}evaluate: " + str(summary).replace("\n", "\n  ") if prefix else str(summary))
+    if judge is not None:  # verdicts and errors, always; no verdict at all fails the command
+        echo(f"{prefix}{judge.outcome_line()}")
+        result.judge_failure = judge.failure()
 
 
 def stats_step(run_dir: Path, config: Config, result: RunResult | None = None, *, save_to: Path | None = None):

@@ -50,6 +50,7 @@ class FeatureSpec(_Strict):
     id: str  # SAE feature as "f1599" / "1599", or a concept-vector id
     description: str = ""
     targets: list[str] = Field(default_factory=list)  # lexicon concept ids or synonyms
+    interpretability: float | None = Field(default=None, ge=0, le=1)  # detection F1 of the description, if known
 
     @field_validator("id", mode="before")
     @classmethod
@@ -159,6 +160,7 @@ class JudgeOptions(_Strict):
     max_retries: int = Field(default=_default("judge.max_retries"), ge=0)
     max_calls: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
+    response_format: Literal["auto", "json_schema", "json_object", "text"] = _default("judge.response_format")
 
     @field_validator("base_url", "api_key_env", mode="before")
     @classmethod
@@ -196,6 +198,18 @@ class ReportOptions(_Strict):
     multiplicity: Literal["holm", "fdr_bh"] = _default("stats.correction")
 
 
+class ExecutionOptions(_Strict):
+    """How the sweep runs (steering.distributed); not part of the study's identity (hash)."""
+
+    executor: Literal["local", "ray"] = _default("execution.executor")
+    workers: int = Field(default=_default("execution.workers"), ge=1)
+    gpus_per_worker: float = Field(default=0.0, ge=0)
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    threads_per_worker: int = Field(default=1, ge=1)
+    address: str | None = _default("execution.address")  # a Ray cluster to join; none: a local Ray
+    cases_per_task: int | None = Field(default=None, ge=1)
+
+
 class Protocol(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # also the run directory's name
     description: str = ""
@@ -209,6 +223,7 @@ class Protocol(_Strict):
     evaluation: EvaluationOptions = Field(default_factory=EvaluationOptions)
     annotation: AnnotationOptions = Field(default_factory=AnnotationOptions)
     report: ReportOptions = Field(default_factory=ReportOptions)
+    execution: ExecutionOptions = Field(default_factory=ExecutionOptions)
     seed: int = 0
 
     @field_validator("alphas")

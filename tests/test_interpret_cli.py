@@ -69,6 +69,7 @@ def test_mine_interpret_select_sweep(tmp_path, capsys) -> None:
         steered = {r["feature_id"] for r in store.rows("generations")} - {BASELINE_FEATURE}
         feats = {r["feature_id"]: r for r in store.rows("features")}
     assert steered == {"f0", "f1"} and feats["f0"]["description"] == "mentions of pacemaker"
+    assert feats["f0"]["interpretability"] == float(rows["f0"]["f1"])  # the F1 travels with the selection
 
 
 def test_selection_changes_the_protocol_hash(tmp_path, capsys) -> None:

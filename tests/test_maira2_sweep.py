@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
+from protocols.cases import read_cases_jsonl
 from protocols.cli import main
 from steering.engine import GenerationSettings, SteeringEngine, SteeringSpec, plan_rows
 from steering.errors import RadsteerError
 from steering.feature_bank import FeatureBank
 from steering.maira2.adapter import Maira2Adapter
-from steering.maira2.cases import read_cases, resolve_case_images
+from steering.maira2.cases import parse_case, resolve_case_images
 from tests import maira2_fixture as fx
 
 maira2_snapshot, maira2_adapter = fx.maira2_snapshot, fx.maira2_adapter  # pytest fixtures
+
+
+def read_cases(path) -> list[dict]:
+    """A MAIRA-2 cases file read as a protocol reads it (one reader: protocols.cases)."""
+    path = Path(path)
+    return read_cases_jsonl(path, lambda row, where: parse_case(row, base_dir=path.parent, where=where))
 
 
 def _bank() -> FeatureBank:
@@ -90,6 +98,7 @@ def test_cases_file_resolves_images_relative_to_itself(maira2_snapshot) -> None:
     full, single = cases
     assert full["frontal"] == str(maira2_snapshot.images["frontal"].resolve())
     assert full["prior_report"] == "Clear lungs." and full["technique"] is None and full["split"] == "test"
+    assert "split" not in single  # assigned by the protocol's seeded split, not here
     assert single["lateral"] is None and single["prior_frontal"] is None and single["technique"] == "PA view."
 
 
@@ -97,12 +106,12 @@ def test_case_errors_name_line_and_field(maira2_snapshot, tmp_path) -> None:
     img = str(maira2_snapshot.images["frontal"])
     f = tmp_path / "cases.jsonl"
     cases = [
-        ({"frontal": img}, r"cases.jsonl:1: field 'case_id' is missing"),
+        ({"frontal": img}, r"cases.jsonl:1: case_id: missing"),
         ({"case_id": "a"}, r"cases.jsonl:1: case 'a' has no 'frontal' image"),
         ({"case_id": "a", "frontal": "nope.png"}, r"cases.jsonl:1: frontal image of case 'a' not found: .*nope.png"),
         ({"case_id": "a", "frontal": img, "lateral": "x/l.png"}, r"lateral image of case 'a' not found"),
         ({"case_id": "a", "frontal": img, "fronal": img}, r"unknown field 'fronal' — did you mean 'frontal'"),
-        ({"case_id": "a", "frontal": img, "split": "train"}, r"field 'split' of case 'a' must be one of"),
+        ({"case_id": "a", "frontal": img, "split": "train"}, r"cases.jsonl:1: split must be 'tune' or 'test'"),
         ({"case_id": "a", "frontal": img, "indication": 3}, r"field 'indication' of case 'a' must be a string"),
         ("{oops", r"cases.jsonl:1: not valid JSON"),
     ]
@@ -111,7 +120,7 @@ def test_case_errors_name_line_and_field(maira2_snapshot, tmp_path) -> None:
         with pytest.raises(RadsteerError, match=message):
             read_cases(f)
     _write(f, {"case_id": "a", "frontal": img}, "", {"case_id": "a", "frontal": img})
-    with pytest.raises(RadsteerError, match=r"cases.jsonl:3: case_id 'a' already used on line 1"):
+    with pytest.raises(RadsteerError, match=r"cases.jsonl:3: case_id 'a' repeats line 1"):
         read_cases(f)
     _write(f, {"case_id": "a", "frontal": img, "reference_findings": "kept"})
     assert read_cases(f)[0]["reference_findings"] == "kept"  # extra columns pass through

@@ -369,3 +369,121 @@ def test_batched_output_equals_the_packages_own_per_report_inference(
             continue
         own = package([report])["0"]
         assert (own["text"], own["entities"]) == (batched[i]["text"], batched[i]["entities"]), report
+
+
+# --- issue 12: longitudinal and textual families through the RadGraph mapping -------------------
+
+
+def _families_doc() -> tuple[str, dict]:
+    """A RadGraph-XL-style annotation: change words as observations that modify their finding,
+    "No interval change" as an absent "change", and recommendation / communication language."""
+    report = ("Left effusion has increased. New right pneumothorax. Consolidation has resolved. "
+              "No interval change. Recommend follow-up CT. Findings discussed with Dr. Smith. Unchanged.")
+    text = ("Left effusion has increased . New right pneumothorax . Consolidation has resolved . "
+            "No interval change . Recommend follow-up CT . Findings discussed with Dr. Smith . Unchanged .")
+    obs = "Observation::definitely present"
+    ents = {
+        "1": {"tokens": "Left", "label": obs, "start_ix": 0, "end_ix": 0, "relations": [["modify", "2"]]},
+        "2": {"tokens": "effusion", "label": obs, "start_ix": 1, "end_ix": 1, "relations": []},
+        "3": {"tokens": "increased", "label": obs, "start_ix": 3, "end_ix": 3, "relations": [["modify", "2"]]},
+        "4": {"tokens": "New", "label": obs, "start_ix": 5, "end_ix": 5, "relations": [["modify", "5"]]},
+        "5": {"tokens": "pneumothorax", "label": obs, "start_ix": 7, "end_ix": 7, "relations": []},
+        "6": {"tokens": "Consolidation", "label": obs, "start_ix": 9, "end_ix": 9, "relations": []},
+        "7": {"tokens": "resolved", "label": "Observation::definitely absent", "start_ix": 11, "end_ix": 11,
+              "relations": [["modify", "6"]]},
+        "8": {"tokens": "interval change", "label": "Observation::definitely absent", "start_ix": 14,
+              "end_ix": 15, "relations": []},
+        "9": {"tokens": "follow-up CT", "label": obs, "start_ix": 18, "end_ix": 19, "relations": []},
+        "10": {"tokens": "discussed", "label": obs, "start_ix": 22, "end_ix": 22, "relations": []},
+        "11": {"tokens": "Unchanged", "label": obs, "start_ix": 27, "end_ix": 27, "relations": []},
+    }
+    return report, {"text": text, "entities": ents}
+
+
+def test_change_modifiers_map_to_change_attributes_without_the_lexicon() -> None:
+    report, doc = _families_doc()
+    got = {e.text: e for e in entities_from_radgraph(doc, report)}
+    assert got["effusion"].modifiers == {"laterality": "left", "change": "increased"}
+    assert got["pneumothorax"].modifiers == {"change": "new"}
+    assert (got["Consolidation"].assertion, got["Consolidation"].modifiers) == ("absent", {"change": "resolved"})
+    assert set(modifier_tables()["change"].values()) == {"new", "increased", "decreased", "unchanged", "resolved"}
+
+
+def test_family_language_maps_to_the_longitudinal_and_textual_concepts() -> None:
+    from evaluation.diff import diff_entities
+    from evaluation.radgraph_backend import lexicon_normalisers
+    from evaluation.targets import match_targets
+
+    normalise, modifier = lexicon_normalisers()
+    report, doc = _families_doc()
+    got = {e.text: e for e in entities_from_radgraph(doc, report, normalise=normalise, modifier=modifier)}
+    assert (got["effusion"].concept, got["effusion"].modifiers["change"]) == ("pleural_effusion", "increased")
+    assert got["pneumothorax"].modifiers == {"change": "new"}  # "right" is no entity in this annotation
+    assert (got["interval change"].concept, got["interval change"].assertion) == ("stability", "present")
+    assert got["follow-up CT"].concept == "recommendation"
+    assert got["discussed"].concept is None  # one word is not a communication statement ...
+    assert got["Unchanged"].concept == "stability"  # ... but a lone change word is a longitudinal one
+
+    # and the diff / target matching take RadGraph's entities like the lexicon's
+    baseline = entities_from_radgraph(*_plain("Left effusion . Consolidation ."), normalise=normalise,
+                                      modifier=modifier)
+    steered = list(got.values())
+    match = match_targets(diff_entities(baseline, steered), "worsening", +1)
+    assert match.label in ("on", "both")
+    assert any(i["description"] == "change pleural_effusion unstated>increased" for i in match.evidence["on_target"])
+    assert match_targets(diff_entities(baseline, steered), "follow-up recommendation", +1).on_target
+
+
+def _plain(text: str) -> tuple[dict, str]:
+    """A RadGraph doc with one present observation per word that is not punctuation or "Left"."""
+    words = text.split()
+    ents: dict[str, dict] = {}
+    for i, w in enumerate(words):
+        if w in ".":
+            continue
+        ents[str(i + 1)] = {"tokens": w, "label": "Observation::definitely present", "start_ix": i, "end_ix": i,
+                            "relations": [["modify", str(i + 2)]] if w == "Left" else []}
+    return {"text": text, "entities": ents}, text.replace(" .", ".")
+
+
+def test_tiny_archive_maps_family_language_consistently(no_network: None, tmp_path_factory) -> None:
+    """The tiny real-format archive over reports full of longitudinal and textual language: whatever
+    random spans it labels, a change word that modifies a finding becomes that finding's change
+    attribute, and a lone observation reads as the concept the lexicon gives its words."""
+    from evaluation.extractors import get_extractor
+    from evaluation.lexicon import load_lexicon
+    from tests.helpers_radgraph import build_tiny_radgraph_archive
+
+    cache = tmp_path_factory.mktemp("families-cache")
+    build_tiny_radgraph_archive(cache, "radgraph-xl", seed=1)
+    extractor = get_extractor("radgraph-xl", cache_dir=cache, batch_size=4, device="cpu")
+    reports = ["Small left pleural effusion, unchanged compared with prior.", "New right pneumothorax.",
+               "Stable cardiomegaly. No interval change.", "Possible left lower lobe consolidation, increased.",
+               "Mild pulmonary edema has improved.", "The lungs are clear. Unchanged."]
+    lex = load_lexicon()
+    raw = extractor.raw(reports)
+    checked_change = checked_lone = family = 0
+    for report, doc, entities in zip(reports, raw, extractor.extract(reports), strict=True):
+        by_span = {(e.start, e.end): e for e in entities}
+        spans = align_tokens(report, doc["text"].split())
+        for key, v in doc["entities"].items():
+            if not v["label"].startswith("Observation"):
+                continue
+            word = v["tokens"].lower()
+            targets = [t for r, t in v["relations"] if r == "modify" and t in doc["entities"] and t != key]
+            change = lex.normalise_modifier("change", word)
+            if change and targets and not any(r == "modify" for r, _ in doc["entities"][targets[0]]["relations"]):
+                head = doc["entities"][targets[0]]
+                start, end = spans[head["start_ix"]][0], spans[head["end_ix"]][1]
+                if (start, end) in by_span and by_span[(start, end)].kind == "observation":
+                    assert "change" in by_span[(start, end)].modifiers, (report, word)
+                    checked_change += 1
+            mine = (spans[v["start_ix"]][0], spans[v["end_ix"]][1])
+            if not v["relations"] and mine in by_span and by_span[mine].kind == "observation":
+                expected = lex.concept_for_text(report[mine[0]:mine[1]])
+                if expected is not None and by_span[mine].assertion != "absent":
+                    assert by_span[mine].concept == expected, (report, v)
+                    checked_lone += 1
+                    family += lex.concepts[expected].kind in ("longitudinal", "textual")
+    print(f"checked: {checked_change} change attributes, {checked_lone} lone observations ({family} family)")
+    assert checked_change + checked_lone > 0 and family > 0  # seed 1 labels some family words (not vacuous)

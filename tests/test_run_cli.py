@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import yaml
 
 from protocols.cli import main
@@ -88,7 +89,7 @@ def test_dry_run_figures_equal_what_the_run_then_does(tmp_path, capsys) -> None:
     assert (runs / "tiny" / "stats").is_dir()
 
 
-def test_run_steps_subset_and_a_missing_step_module_is_skipped(tmp_path, capsys, monkeypatch) -> None:
+def test_run_steps_subset_and_a_missing_step_module_is_an_error(tmp_path, capsys, monkeypatch) -> None:
     import builtins
 
     protocol = write_tiny_study(tmp_path, n_cases=1, max_new_tokens=4)
@@ -104,8 +105,8 @@ def test_run_steps_subset_and_a_missing_step_module_is_skipped(tmp_path, capsys,
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_report)
-    out = _run(capsys, "run", str(protocol), "--runs-dir", runs, "--no-progress")
-    assert "skipping report: evaluation.report is not available" in out
-    assert (tmp_path / "runs" / "tiny" / "stats").is_dir()
+    with pytest.raises(ModuleNotFoundError):  # a broken installation is never skipped quietly
+        main(["run", str(protocol), "--runs-dir", runs, "--no-progress"])
+    monkeypatch.setattr(builtins, "__import__", real_import)
     assert main(["run", str(protocol), "--runs-dir", runs, "--steps", "sweep,publish"]) == 2
     assert "unknown step(s) publish" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -276,3 +277,38 @@ def test_generate_without_a_known_layer_refuses_to_guess(tmp_path, capsys) -> No
     assert "no steering layer known" in err and "hook_mlp_out" in err and "--layer" in err
     assert main(_generate(tmp_path, sae, "--layer", "0")) == 0
     assert json.loads(capsys.readouterr().out)["layer"] == 0
+
+
+SAELENS_PYTHON = os.environ.get("RADSTEER_SAELENS_PYTHON", "")
+
+
+@pytest.mark.skipif(not SAELENS_PYTHON, reason="RADSTEER_SAELENS_PYTHON (a python with sae-lens 6, which needs "
+                    "transformers 5) is not set; scripts/test.sh sets it when that environment exists")
+def test_saelens_itself_loads_what_radsteer_writes(tmp_path) -> None:
+    """Concept vectors (projection encoder) and re-saved SAEs of each kind, loaded by SAELens 6."""
+    from steering.feature_reader import FeatureReader
+    from steering.sae_loaders import save_saelens
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 16, generator=g)
+    folders = []
+    concept = FeatureBank(decoder=torch.randn(3, 16, generator=g) * 4, ids=["a", "b", "c"], source="concept",
+                          layer=2)
+    banks = {"concept": (concept, FeatureReader(concept)(x))}  # what radsteer mines with: projections
+    for name in ("AutoEncoder", "GatedAutoEncoder", "JumpReluAutoEncoder", "BatchTopKSAE"):
+        bank = load_feature_bank(DATA / "dictionary_learning" / name / "ae.pt")
+        banks[name] = (bank, bank.encode(x))
+    for name in ("topk_rescaled", "abstopk"):
+        bank = load_feature_bank(DATA / "saelens" / name)
+        banks[name] = (bank, bank.encode(x))
+    for name, (bank, acts) in banks.items():
+        save_saelens(bank, tmp_path / name)
+        expected = {"x": x, "encode": acts.contiguous()}
+        if bank.encoder is not None:
+            expected["decode"] = bank.decode(acts).contiguous()
+        save_file(expected, str(tmp_path / name / "expected.safetensors"))
+        folders.append(str(tmp_path / name))
+    done = subprocess.run([SAELENS_PYTHON, str(FIXTURES / "check_saelens_loads.py"), *folders],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("ok ") == len(folders), done.stdout

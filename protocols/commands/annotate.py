@@ -1,8 +1,11 @@
 """`radsteer annotate RUN_DIR` — serve the radiologists' annotation app, add users, export.
 
-    radsteer annotate runs/study                         # http://127.0.0.1:7860, task "change"
-    radsteer annotate runs/study --task feature --overlap 0.2 --seed 0
+    radsteer annotate runs/study                         # http://127.0.0.1:7860, both tasks + adjudication
+    radsteer annotate runs/study --task feature --overlap 0.2 --seed 0   # serve only this task
     radsteer annotate runs/study --add-user alice         # asks for a password (or --password-stdin)
+    radsteer annotate runs/study --add-user bob --task change             # bob reads only the change task
+    radsteer annotate runs/study --add-user carol --adjudicator           # resolves disagreements and flags
+    radsteer annotate runs/study --remove-user bob                        # his sessions end at once
     radsteer annotate runs/study --export annotations.parquet
 """
 
@@ -23,8 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=None, help="port (default: first free from 7860)")
     parser.add_argument("--annotators", default=None,
                         help="annotators file with hashed passwords (default RUN_DIR/annotators.json if present)")
-    parser.add_argument("--task", choices=["change", "feature"], default="change",
-                        help="change validation (baseline vs steered report) or feature validity")
+    parser.add_argument("--task", choices=["change", "feature"], action="append", default=None,
+                        help="change validation (baseline vs steered report) or feature validity; repeatable. "
+                             "Serving: the tasks this server offers (default both). With --add-user: the "
+                             "tasks assigned to that annotator (default all)")
+    parser.add_argument("--assignments", metavar="FILE", default=None,
+                        help='JSON {"annotator": ["change", "feature"], …}: tasks per annotator (overrides '
+                             "the tasks stored with each account)")
     parser.add_argument("--overlap", type=float, default=0.2, help="fraction of items read by two annotators")
     parser.add_argument("--seed", type=int, default=0, help="seed of the queue shuffles (recorded)")
     parser.add_argument("--disagreements-first", action="store_true",
@@ -33,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="show the automated label (hidden by default: annotators are blinded)")
     parser.add_argument("--add-user", metavar="NAME", help="add or update an annotator, then exit")
     parser.add_argument("--admin", action="store_true", help="with --add-user: an admin (progress view, no queue)")
+    parser.add_argument("--adjudicator", action="store_true",
+                        help="with --add-user: an adjudicator (final answers on disagreements and flagged items)")
+    parser.add_argument("--remove-user", metavar="NAME", help="remove an account (its sessions end), then exit")
     parser.add_argument("--password-stdin", action="store_true", help="with --add-user: read the password from stdin")
     parser.add_argument("--export", metavar="FILE", help="write the annotations to FILE (.csv/.parquet), then exit")
 
@@ -47,10 +58,19 @@ def run(args: argparse.Namespace) -> int:
     if args.add_user:
         from annotation_ui.accounts import add_user
 
+        if args.admin and args.adjudicator:
+            raise RadsteerError("--admin and --adjudicator: choose one role")
+        role = "admin" if args.admin else "adjudicator" if args.adjudicator else "annotator"
         password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(
             f"password for {args.add_user}: ")
-        add_user(accounts_path, args.add_user, password, role="admin" if args.admin else "annotator")
-        print(f"{'admin' if args.admin else 'annotator'} {args.add_user!r} saved in {accounts_path}")
+        add_user(accounts_path, args.add_user, password, role=role, tasks=tuple(args.task) if args.task else None)
+        print(f"{role} {args.add_user!r} saved in {accounts_path} (their old sessions, if any, have ended)")
+        return 0
+    if args.remove_user:
+        from annotation_ui.accounts import Accounts
+
+        Accounts(accounts_path).remove(args.remove_user)
+        print(f"{args.remove_user!r} removed from {accounts_path} (their sessions have ended)")
         return 0
     if args.export:
         from annotation_ui.export import export_annotations
@@ -64,9 +84,11 @@ def run(args: argparse.Namespace) -> int:
     from annotation_ui.app import check_serving, open_app
 
     check_serving(args.host, Accounts(accounts_path) if accounts_path.exists() else None)  # before any work
-    app = open_app(run_dir, args.task, annotators=args.annotators, overlap=args.overlap, seed=args.seed,
-                   disagreements_first=args.disagreements_first, show_automated=args.show_automated)
+    tasks = tuple(dict.fromkeys(args.task)) if args.task else ("change", "feature")
+    app = open_app(run_dir, tasks, annotators=args.annotators, overlap=args.overlap, seed=args.seed,
+                   disagreements_first=args.disagreements_first, show_automated=args.show_automated,
+                   assignments=args.assignments)
     who = f"{len(app.accounts)} accounts from {accounts_path}" if app.accounts else "single local user, no login"
-    print(f"radsteer annotate: task {args.task!r}, {who}; Ctrl+C to stop", flush=True)
+    print(f"radsteer annotate: tasks {', '.join(tasks)}, {who}; Ctrl+C to stop", flush=True)
     app.launch(args.host, args.port, block=True)
     return 0

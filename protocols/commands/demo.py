@@ -251,6 +251,6 @@ def run(args: argparse.Namespace) -> int:
     for line in result.lines():
         print(f"  {line}")
     if result.report_path is None:
-        raise RadsteerError("the demo produced no report (a step was skipped, see above)")
+        raise RadsteerError("the demo produced no report (see the messages above)")
     print(f"report: {result.report_path}")
     return 0

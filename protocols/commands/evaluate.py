@@ -10,6 +10,7 @@ the command line.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from protocols.config import add_options
@@ -31,5 +32,9 @@ def run(args: argparse.Namespace) -> int:
         raise RadsteerError(f"{run_dir} holds no {DB_FILENAME}: give a study directory made by `radsteer sweep`")
     config = resolve_for_run_dir("evaluate", args, run_dir)
     judge = make_judge(config)  # fails now if the key variable is unset
-    evaluate_step(run_dir, config, RunResult(run_dir), judge=judge)
+    result = RunResult(run_dir)
+    evaluate_step(run_dir, config, result, judge=judge)
+    if result.judge_failure:  # the judge was asked and produced no verdicts: say why, fail
+        print(f"radsteer evaluate: error: {result.judge_failure}", file=sys.stderr)
+        return 1
     return 0

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluation.extractors import get_extractor
+    from evaluation.extractors import ExtractorError, get_extractor
     from evaluation.labelling import label_pairs, read_pairs, write_jsonl_atomic
     from protocols.config import resolve
 
@@ -37,15 +37,19 @@ def run(args: argparse.Namespace) -> int:
     pairs = read_pairs(args.pairs)
     cache = cfg.evaluate.radgraph_cache
     options = {"cache_dir": cache} if extractor_name.startswith("radgraph") and cache else {}
-    extractor = get_extractor(extractor_name, **options)
+    try:
+        extractor = get_extractor(extractor_name, **options)
+    except ExtractorError as exc:  # a broken plugin: one line, not a traceback
+        raise RadsteerError(str(exc)) from exc
     progress = not args.quiet and len(pairs) >= 100
-    judge = combine = None
+    judge = combine = llm = None
     config = cfg.judge_config()
     if config is not None:  # both verdicts kept per row; the top-level one is the combined verdict
         from evaluation.combine import combine_verdicts
         from evaluation.judge import LLMJudge
 
-        judge = LLMJudge(config).pair_judge()
+        llm = LLMJudge(config)
+        judge = llm.pair_judge()
         combine = functools.partial(combine_verdicts, rule=cfg.evaluate.combine_rule)
     rows = label_pairs(pairs, extractor, judge=judge, combine=combine, batch_size=cfg.label.batch_size,
                        progress=progress)
@@ -54,4 +58,10 @@ def run(args: argparse.Namespace) -> int:
         counts = Counter(r["label"] for r in rows)
         tally = ", ".join(f"{k}: {counts.get(k, 0)}" for k in ("on", "off", "both", "none"))
         print(f"labelled {len(rows)} pair(s) with {extractor_name} -> {args.output} ({tally})", file=sys.stderr)
+    if llm is not None:  # the judge's verdicts and errors, always; none at all fails the command
+        print(llm.outcome_line(), file=sys.stderr)
+        failure = llm.failure()
+        if failure:
+            print(f"radsteer label: error: {failure}", file=sys.stderr)
+            return 1
     return 0

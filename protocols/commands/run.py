@@ -8,6 +8,7 @@ the same three figures as it actually spent them.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from protocols.config import add_options
 from protocols.runner import STEPS
@@ -56,4 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"pdf: {result.pdf_path}")
     if result.report_path:
         print(f"report: {result.report_path}")
+    if result.judge_failure:  # a configured method that produced nothing is a failed run
+        print(f"radsteer run: error: {result.judge_failure}", file=sys.stderr)
+        return 1
     return 0

@@ -6,8 +6,9 @@
 
 `case_id` and `frontal` are required; every other field is optional (absent text sections become
 "N/A" in the prompt). Image paths are relative to the JSONL file (absolute paths also work) and
-are resolved and checked when the file is read, so a sweep never starts on a study whose
-images are missing. Errors name the file, the line and the field.
+are resolved and checked when the file is read (`protocols.cases.read_cases_jsonl` with
+`parse_case`), so a sweep never starts on a study whose images are missing. Errors name the
+file, the line and the field.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from steering.errors import RadsteerError
-from steering.jsonl import iter_jsonl
 
 IMAGE_FIELDS = ("frontal", "lateral", "prior_frontal")
 TEXT_FIELDS = ("prior_report", "indication", "technique", "comparison")
@@ -57,29 +57,12 @@ def parse_case(raw: Any, *, base_dir: Path, where: str) -> dict[str, Any]:
         if value is not None and not isinstance(value, str):
             raise RadsteerError(f"{where}: field {field!r} of case {case_id!r} must be a string or null")
         case[field] = value
-    split = raw.get("split", "test")
-    if split not in SPLITS:
-        raise RadsteerError(f"{where}: field 'split' of case {case_id!r} must be one of {SPLITS}, not {split!r}")
-    case["split"] = split
+    if "split" in raw:  # absent: the protocol's seeded split assigns it (protocols.cases.assign_splits)
+        split = raw["split"]
+        if split not in SPLITS:
+            raise RadsteerError(f"{where}: field 'split' of case {case_id!r} must be one of {SPLITS}, not {split!r}")
+        case["split"] = split
     return case
-
-
-def read_cases(path: str | Path) -> list[dict[str, Any]]:
-    """All studies of a JSONL file, in file order; blank lines are skipped."""
-    path = Path(path)
-    cases: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
-    for lineno, where, raw in iter_jsonl(path, what="case file"):
-        case = parse_case(raw, base_dir=path.parent, where=where)
-        if case["case_id"] in seen:
-            raise RadsteerError(
-                f"{where}: case_id {case['case_id']!r} already used on line {seen[case['case_id']]}"
-            )
-        seen[case["case_id"]] = lineno
-        cases.append(case)
-    if not cases:
-        raise RadsteerError(f"{path} holds no cases")
-    return cases
 
 
 def resolve_case_images(case: dict[str, Any], source: str | Path) -> dict[str, Any]:
@@ -89,7 +72,3 @@ def resolve_case_images(case: dict[str, Any], source: str | Path) -> dict[str, A
     where = f"{source} (case {case.get('case_id')!r})"
     return parse_case(case, base_dir=source.parent, where=where)
 
-
-def store_inputs(case: dict[str, Any]) -> dict[str, Any]:
-    """The case's inputs as stored in the study's `cases` table (everything but id and split)."""
-    return {k: v for k, v in case.items() if k not in ("case_id", "split")}

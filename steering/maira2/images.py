@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from steering.errors import RadsteerError
+from steering.maira2.dicom import is_dicom, read_dicom
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
 
@@ -115,10 +116,14 @@ class ImageSettings:
 
 
 def open_image(path: str | Path, *, what: str = "image") -> Image.Image:
-    """Open an image file, with an error naming the field and path when it cannot be read."""
+    """Open a PNG, JPEG (anything PIL reads) or DICOM file, with an error naming the field and
+    path when it cannot be read. DICOM goes through `steering.maira2.dicom` (modality LUT, VOI
+    window, MONOCHROME1 inversion) and comes back as 8-bit greyscale."""
     path = Path(path)
     if not path.is_file():
         raise RadsteerError(f"{what} image not found: {path}")
+    if is_dicom(path):
+        return read_dicom(path, what=what)
     try:
         with Image.open(path) as im:
             im.load()

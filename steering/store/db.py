@@ -164,7 +164,13 @@ class StudyStore(ReaderStudyMixin):
         self.upsert("cases", list(rows), key=["case_id"])
 
     def add_features(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        self.upsert("features", list(rows), key=["feature_id"])
+        """Insert or update features; a column left out of a row keeps its stored value."""
+        groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+        for r in rows:  # one statement per set of columns (rows may carry interpretability or not)
+            groups.setdefault(tuple(sorted(r)), []).append(r)
+        with self.transaction() as conn:
+            for group in groups.values():
+                self.upsert("features", group, key=["feature_id"], conn=conn)
 
     def generation_keys(self, settings_hash: str) -> set[tuple[str, str, float]]:
         """(case_id, feature_id, alpha) of every stored generation with these settings."""
@@ -249,6 +255,15 @@ class StudyStore(ReaderStudyMixin):
                 groups.setdefault(tuple(sorted(f)), []).append(f)
             for group in groups.values():
                 self.upsert("features", group, key=["feature_id"], conn=conn)
+
+    def interpretation_for(self, feature_id: str) -> dict[str, Any] | None:
+        """The feature's latest stored interpretation without error (None if never interpreted)."""
+        t = schema.feature_interpretations
+        stmt = (select(t).where(t.c.feature_id == feature_id, t.c.error.is_(None))
+                .order_by(t.c.created_at.desc(), t.c.explainer).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return dict(row._mapping) if row is not None else None
 
     def interpretations(self, explainer: str | None = None) -> pd.DataFrame:
         """The `feature_interpretations` table (optionally one explainer's rows)."""
