@@ -99,3 +99,22 @@ def test_install_demo_writes_protocols_and_corpora_and_keeps_user_edits(tmp_path
     with pytest.raises(RadsteerError, match="will not overwrite"):
         install_demo(tmp_path)
     assert corpus.read_text().endswith('"my own report"}\n') and proto.exists()
+
+
+def test_select_one_feature_per_target(tmp_path) -> None:
+    from protocols.schema import FeatureSelect
+    from protocols.selection import select_features
+
+    csv = tmp_path / "interpretations.csv"
+    pd.DataFrame({
+        "feature_id": ["f1", "f2", "f3", "f4", "f5"],
+        "description": ["a", "b", "c", "d", "e"],
+        "targets": ["pacemaker", "pacemaker", "nodule;measurement", "measurement;nodule", "pneumothorax"],
+        "explainer": "lexicon", "f1": [1.0, 0.99, 0.95, 0.97, 0.8],
+    }).to_csv(csv, index=False)
+    spec = FeatureSelect(interpretations=str(csv), min_f1=0.75, max_features=6, concepts=["finding", "device"])
+    assert [r["id"] for r in select_features(csv, spec, where="t")] == ["f1", "f2", "f4", "f3", "f5"]
+    spec = spec.model_copy(update={"one_per_target": True})
+    assert [r["id"] for r in select_features(csv, spec, where="t")] == ["f1", "f4", "f5"]
+    spec = spec.model_copy(update={"max_features": 2})
+    assert [r["id"] for r in select_features(csv, spec, where="t")] == ["f1", "f4"]

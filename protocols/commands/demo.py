@@ -22,6 +22,7 @@ import argparse
 import fcntl
 import json
 import shutil
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -37,9 +38,10 @@ TRAIN_CORPUS = Path("data") / "corpus.jsonl"  # the SAE's training reports
 MINING_CORPUS = Path("data") / "mining_corpus.jsonl"  # held-out reports the features are mined on
 SAE_DIR = "demo_sae"
 # The demo SAE (sizes chosen to train in about a minute on 2 cores; see docs/benchmarks.md).
-CORPUS_REPORTS, CORPUS_SEED = 1500, 0
-MINING_REPORTS, MINING_SEED = 400, 1
-SAE_SETTINGS = {"expansion_factor": 4, "k": 16, "seq_len": 64, "batch_size": 16, "epochs": 1, "seed": 0}
+# ~61k training tokens, 1152 latents: the layer-L forward passes, not the SAE, dominate the cost.
+CORPUS_REPORTS, CORPUS_SEED = 1000, 0
+MINING_REPORTS, MINING_SEED = 300, 1
+SAE_SETTINGS = {"expansion_factor": 2, "k": 16, "seq_len": 64, "batch_size": 16, "epochs": 1, "seed": 0}
 MINE_ARGS = ["--top-k", "20", "--samples", "16", "--zero-samples", "40", "--batch-size", "16"]
 
 
@@ -188,6 +190,24 @@ def report_shaped_share(run_dir: Path) -> tuple[int, int] | None:
     return report_shaped_count(gens[gens.feature_id == BASELINE_FEATURE].text.tolist())
 
 
+class _Clock:
+    """Wall and CPU seconds per demo step (CPU time shows the work when other jobs share the cores)."""
+
+    def __init__(self) -> None:
+        self.start = self.last = (time.perf_counter(), time.process_time())
+        self.laps: list[tuple[str, float, float]] = []
+
+    def lap(self, name: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        self.laps.append((name, now[0] - self.last[0], now[1] - self.last[1]))
+        self.last = now
+
+    def summary(self) -> str:
+        total = (self.last[0] - self.start[0], self.last[1] - self.start[1])
+        parts = ", ".join(f"{n} {w:.0f} s" for n, w, _ in self.laps)
+        return f"{total[0]:.0f} s ({parts}); CPU {total[1]:.0f} s"
+
+
 def run(args: argparse.Namespace) -> int:
     from protocols.plan import check_study
     from protocols.runner import run_study, study_and_config
@@ -203,14 +223,18 @@ def run(args: argparse.Namespace) -> int:
     runs = out / "runs"
     quiet = ["--no-progress"] if args.no_progress else []
 
+    clock = _Clock()
     features_study, _ = study_and_config(out / FEATURES_PROTOCOL, "demo", **{"study.runs_dir": str(runs)})
     adapter = features_study.load_adapter()
     trained = demo_sae(out, features_study.protocol.layer, adapter, progress=not args.no_progress)
     print(f"radsteer demo: {trained.summary()}")
     del adapter
+    clock.lap("SAE")
     _cli("mine", str(out / FEATURES_PROTOCOL), "--corpus", str(out / MINING_CORPUS), "--runs-dir", str(runs),
          *MINE_ARGS, *quiet)
+    clock.lap("mine")
     _cli("interpret", str(out / FEATURES_PROTOCOL), "--runs-dir", str(runs), "--explainer", "lexicon", *quiet)
+    clock.lap("interpret")
 
     study, config = study_and_config(protocol, "demo", **{"study.runs_dir": str(runs), "study.limit": args.limit,
                                                           "ui.no_progress": args.no_progress or None})
@@ -220,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
           f"{len([a for a in study.protocol.alphas if a])} α on {study.protocol.model.kind} "
           f"(protocol: {protocol})")
     result = run_study(study, config, checked=checked)
+    clock.lap("steering study")
     print()
     print("What the demo found")
     chosen = selected_features(study.run_dir)
@@ -250,6 +275,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  baselines that read as findings sections: {shaped[0]}/{shaped[1]}")
     for line in result.lines():
         print(f"  {line}")
+    print(f"  wall time: {clock.summary()}")
     if result.report_path is None:
         raise RadsteerError("the demo produced no report (see the messages above)")
     print(f"report: {result.report_path}")
