@@ -4,8 +4,8 @@ A 135M-parameter chat model asked for "the findings section" answers *about* the
 ("The findings section … contains the following information: 1. **Indication** …"). Shown a
 few example studies as plain text — `INDICATION:` / `COMPARISON:` / optional `PRIOR REPORT:` /
 `FINDINGS:` — and then the case's own header ending in `FINDINGS:`, it continues with findings
-sentences and, once done, starts the next example's header after a blank line: hence the stop
-sequences below, which end the row there (`generation.stop` in a protocol).
+sentences on one line and, once done, starts the next example's header after a blank line: hence
+the stop sequence below, which ends the row at its first newline (`generation.stop` in a protocol).
 
 The examples mix normal and abnormal studies (effusion, cardiomegaly, oedema, a device, with
 negated pneumothorax and consolidation) so that the model has seen the vocabulary without every
@@ -28,8 +28,9 @@ EXAMPLES: tuple[tuple[str, str, str | None, str], ...] = (
      "Moderate cardiomegaly is unchanged. Mild pulmonary edema. No focal consolidation or pneumothorax."),
 )
 
-# A findings section ends at the blank line before the next example's header.
-STOP = ("\n\n", "\nINDICATION:")
+# A findings section is one line: it ends at the newline before the blank line and the next header
+# (steered rows sometimes start a new header, "FINDINGS:", after a single newline).
+STOP = ("\n",)
 
 
 def _header(indication: Any, comparison: Any, prior: Any) -> str:

@@ -37,7 +37,7 @@ def test_demo_runs_the_papers_pipeline_and_ends_with_the_report_path(tmp_path, c
     manifest = json.loads((out_dir / "runs" / "demo" / "manifest.json").read_text())
     chosen = manifest["feature_selection"]["features"]
     assert 1 <= len(chosen) <= 6
-    assert manifest["engine"]["generation"]["stop"] == ["\n\n", "\nINDICATION:"]
+    assert manifest["engine"]["generation"]["stop"] == ["\n"]
     assert manifest["model"]["prompt"] == "few_shot" and "bf16_matmul" in manifest["cpu"]
     html = (out_dir / "runs" / "demo" / "report.html").read_text()
     assert "Steered features and their interpretations" in html and chosen[0] in html

@@ -85,18 +85,19 @@ def install_demo(out: Path) -> Path:
 
 def demo_sae(out: Path, layer: int, adapter, *, progress: bool):
     """Train the demo SAE once per machine (user cache, under a lock) and copy it to out/demo_sae."""
-    from steering.demo_model import cache_dir
+    from steering.demo_model import DEMO_GGUF, cache_dir
     from steering.sae_training import META_FILE, SAETrainSettings, read_meta, train_sae, training_key
     from steering.store.manifest import sha256_file
 
     settings = SAETrainSettings(layer=layer, **SAE_SETTINGS)
     corpus = out / TRAIN_CORPUS
-    key = training_key(adapter, sha256_file(corpus), settings)
+    model_id = f"demo:{adapter.name}:{DEMO_GGUF}"  # the cache's path must not change the key
+    key = training_key(adapter, sha256_file(corpus), settings, model_id)
     cached = cache_dir() / "saes" / f"{adapter.name.lower()}-l{layer}-{key}"
     cached.parent.mkdir(parents=True, exist_ok=True)
     with open(cached.parent / ".lock", "w") as lock:  # two demos at once: one trains, the other waits
         fcntl.flock(lock, fcntl.LOCK_EX)
-        trained = train_sae(adapter, corpus, cached, settings, progress=progress)
+        trained = train_sae(adapter, corpus, cached, settings, progress=progress, model_id=model_id)
     dest = out / SAE_DIR
     hook = trained.path.name
     if dest.exists():
