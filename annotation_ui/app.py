@@ -295,21 +295,22 @@ class AnnotationApp:
 
     # ---- handlers (each one acts on the caller's own identity) ------------------------------
 
-    def _outputs(self, name: str, mode: str, view: ItemView) -> list[Any]:
+    def _outputs(self, name: str, mode: str, view: ItemView, *, first: bool = False) -> list[Any]:
+        """The page's outputs. Only the first (page load) carries a property update (the reader's
+        own task choices): Gradio rebuilds a component for every update, which costs more than the
+        rest of a call; the question groups are shown and hidden by CSS from `#rs-item`'s task."""
         modes = self.modes_of(name)
         images = []
         for im in view.images:
             token = self.server.images.issue(name, im.path) if self.server is not None else ""
             images.append((im.view, im.label, f"rs/image/{token}"))
-        header = f'<div id="rs-item" data-task="{views.esc(view.task)}" data-mode="{views.esc(mode)}">{view.header}</div>'
+        header = (f'<div id="rs-item" data-task="{views.esc(view.task)}" data-mode="{views.esc(mode)}" '
+                  f'data-finished="{int(view.finished)}">{view.header}</div>')
         vals: list[Any] = [
             view.ref,
-            gr.Radio(choices=[(MODES[m], m) for m in modes], value=mode if mode in modes else None,
-                     visible=len(modes) > 1),
-            view.progress, header, views.images_html(images), view.left,
-            view.right if view.task == "change" else "", view.readers,
-            gr.Column(visible=view.task == "change" and not view.finished),
-            gr.Column(visible=view.task == "feature" and not view.finished),
+            gr.update(choices=[(MODES[m], m) for m in modes], value=mode if mode in modes else None,
+                      visible=len(modes) > 1) if first else (mode if mode in modes else None),
+            view.progress, header, views.images_html(images), *self._sides(view), view.readers,
         ]
         for task in QUESTIONS:
             vals += [view.answers.get(f) if view.task == task else None for f, _q, _c in QUESTIONS[task]]
@@ -321,6 +322,15 @@ class AnnotationApp:
         vals.append(views.keys_html({**keymap(view.task), **{k: ("", v) for k, v in IMAGE_KEYS.items()}}
                                     if view.images else keymap(view.task)))
         return vals
+
+    @staticmethod
+    def _sides(view: ItemView) -> tuple[str, str]:
+        if view.finished:
+            return "", ""
+        if view.task == "change":
+            return ('<div class="rs-side-title">Baseline report</div>' + view.left,
+                    '<div class="rs-side-title">Steered report (changes highlighted)</div>' + view.right)
+        return '<div class="rs-side-title">Top-activating contexts (darker = stronger)</div>' + view.left, ""
 
     def _guard(self, fn, *args):
         try:
@@ -345,12 +355,12 @@ class AnnotationApp:
                    "No task of this server is assigned to you; ask the study coordinator.")
             view = ItemView(self.tasks[0], "", None, 0, 0, header=f'<div class="rs-head">{views.esc(msg)}</div>',
                             finished=True)
-            out = self._outputs(name, "", view)
+            out = self._outputs(name, "", view, first=True)
         else:
             mode = self._first_open(name, modes)
-            out = self._outputs(name, mode, self._guard(self._service(name, mode).current, name))
+            out = self._outputs(name, mode, self._guard(self._service(name, mode).current, name), first=True)
         admin_table = self._progress_table() if admin else ""
-        return [*out, who, gr.Column(visible=admin), admin_table]
+        return [*out, who, gr.update(visible=admin), admin_table]
 
     def _first_open(self, name: str, modes: list[str]) -> str:
         """The first task with items left (so a reader lands where there is work)."""
@@ -424,14 +434,12 @@ class AnnotationApp:
                         right = gr.HTML(elem_id="rs-right")
                     readers = gr.HTML(elem_id="rs-readers-box")
                     radios = []
-                    cols = []
                     for task in QUESTIONS:
-                        with gr.Column(elem_id=f"rs-q-{task}", visible=task == self.tasks[0]) as col:
+                        with gr.Column(elem_id=f"rs-q-{task}", elem_classes=["rs-q"]):
                             for fieldname, question, choices in QUESTIONS[task]:
                                 radios.append(gr.Radio(
                                     choices=[(f"{text} [{key}]", value) for value, text, key in choices],
                                     label=question, elem_id=f"rs-{fieldname}"))
-                        cols.append(col)
                     comment = gr.Textbox(label="Comment [c]", lines=2, max_length=MAX_COMMENT, elem_id="rs-comment")
                     flagged = gr.Checkbox(label="Flag this item for discussion [f]", elem_id="rs-flag")
                     with gr.Row():
@@ -445,7 +453,7 @@ class AnnotationApp:
                 admin_table = gr.HTML(elem_id="rs-admin")
                 refresh = gr.Button("Refresh progress", elem_id="rs-refresh")
 
-            outs = [ref, mode, prog, header, images, left, right, readers, *cols, *radios, comment, flagged, status,
+            outs = [ref, mode, prog, header, images, left, right, readers, *radios, comment, flagged, status,
                     legend]
             opts = dict(queue=False, concurrency_limit=None)
             demo.load(self.on_load, None, [*outs, who, admin_col, admin_table], api_visibility="private", **opts)

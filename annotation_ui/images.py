@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from steering.maira2.dicom import is_dicom
 from steering.maira2.images import open_image
 
 VIEWS = (("frontal", "Frontal"), ("lateral", "Lateral"), ("prior_frontal", "Prior frontal"))
@@ -68,15 +69,20 @@ class ImageTokens:
 
 
 class PngCache:
-    """Display PNGs (8-bit greyscale; DICOM through its VOI window), cached by path and mtime."""
+    """What the browser is sent for a case image: PNG and JPEG files as they are (browsers show
+    them, 16-bit PNGs included), anything else (DICOM, TIFF, …) as an 8-bit greyscale PNG made
+    once (DICOM through its VOI window) and cached by path and mtime, bounded in bytes."""
 
-    def __init__(self, max_items: int = 64) -> None:
-        self._cache: OrderedDict[tuple[str, int, int], tuple[bytes, int, int]] = OrderedDict()
+    DIRECT = {"PNG": "image/png", "JPEG": "image/jpeg"}
+
+    def __init__(self, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self._cache: OrderedDict[tuple[str, int, int], tuple[bytes, str]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
-        self.max_items = max_items
+        self.max_bytes = max_bytes
 
-    def get(self, path: str) -> tuple[bytes, int, int]:
-        """(PNG bytes, width, height); RadsteerError naming the file if it cannot be read."""
+    def get(self, path: str) -> tuple[bytes, str]:
+        """(bytes, media type); RadsteerError naming the file if it cannot be read."""
         st = Path(path).stat()
         key = (path, st.st_mtime_ns, st.st_size)
         with self._lock:
@@ -84,15 +90,29 @@ class PngCache:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
+        value = self._render(path)
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = value
+                self._bytes += len(value[0])
+            while self._bytes > self.max_bytes and len(self._cache) > 1:
+                _k, (data, _m) = self._cache.popitem(last=False)
+                self._bytes -= len(data)
+        return value
+
+    def _render(self, path: str) -> tuple[bytes, str]:
+        if not is_dicom(path):
+            try:
+                with Image.open(path) as im:
+                    fmt = im.format
+            except (OSError, Image.DecompressionBombError):
+                fmt = None
+            if fmt in self.DIRECT:
+                return Path(path).read_bytes(), self.DIRECT[fmt]
         image = _greyscale8(open_image(path, what="case"))
         buf = io.BytesIO()
         image.save(buf, format="PNG", compress_level=1)
-        value = (buf.getvalue(), image.width, image.height)
-        with self._lock:
-            self._cache[key] = value
-            while len(self._cache) > self.max_items:
-                self._cache.popitem(last=False)
-        return value
+        return buf.getvalue(), "image/png"
 
 
 def _greyscale8(image: Image.Image) -> Image.Image:

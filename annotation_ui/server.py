@@ -84,6 +84,7 @@ class AnnotationServer:
         self._title, self._auth_message = title, auth_message
         app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
         self._routes(app)
+        app.add_middleware(_LoginRedirect, server=self)
         self.app = gr.mount_gradio_app(
             app, blocks, path="/", auth_dependency=self.user_of, show_error=True, ssr_mode=False,
             mcp_server=False, pwa=False, max_file_size="1kb", enable_monitoring=False, footer_links=[],
@@ -103,15 +104,6 @@ class AnnotationServer:
     # ---- routes ---------------------------------------------------------------------------
 
     def _routes(self, app: FastAPI) -> None:
-        @app.middleware("http")
-        async def to_login(request: Request, call_next: Callable):
-            # the page itself: without a session, the login form instead of Gradio's 401
-            if request.method in ("GET", "HEAD") and request.url.path == "/" and self.sessions is not None:
-                user = await anyio.to_thread.run_sync(self.user_of, request)
-                if user is None:
-                    return RedirectResponse("login", status_code=303)
-            return await call_next(request)
-
         @app.get("/login", include_in_schema=False)
         def login_page() -> HTMLResponse:
             page = LOGIN_PAGE.replace("__TITLE__", html.escape(self._title)).replace(
@@ -139,11 +131,11 @@ class AnnotationServer:
             if path is None:
                 return JSONResponse({"detail": "Not found"}, status_code=404)
             try:
-                data, _w, _h = self.pngs.get(path)
+                data, media_type = self.pngs.get(path)
             except (RadsteerError, OSError) as exc:
                 log.warning("case image for %r cannot be shown: %s", user, exc)
                 return JSONResponse({"detail": str(exc)}, status_code=422)
-            return Response(data, media_type="image/png", headers={
+            return Response(data, media_type=media_type, headers={
                 "Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})
 
     async def _login(self, request: Request) -> Response:
@@ -210,6 +202,24 @@ class AnnotationServer:
             if self._thread is not None:
                 self._thread.join(timeout=10)
             self._server = None
+
+
+class _LoginRedirect:
+    """The page itself (`GET /`) without a session: the login form instead of Gradio's 401.
+
+    Plain ASGI (not Starlette's BaseHTTPMiddleware): every other request passes straight through."""
+
+    def __init__(self, app: Any, server: AnnotationServer) -> None:
+        self.app, self.server = app, server
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if (scope["type"] == "http" and scope["path"] == "/" and scope["method"] in ("GET", "HEAD")
+                and self.server.sessions is not None):
+            request = Request(scope)
+            if await anyio.to_thread.run_sync(self.server.user_of, request) is None:
+                await RedirectResponse("login", status_code=303)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _too_many(message: str, seconds: int) -> JSONResponse:

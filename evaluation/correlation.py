@@ -1,7 +1,10 @@
 """Does a feature that steers well in one direction steer well in the other?
 
-Spearman's ρ between each feature's on-target rate under +α and under −α (pooled over |α|),
-with a percentile bootstrap interval that resamples features (seeded, so reruns agree).
+Spearman's ρ between each feature's on-target rate under +α and under −α (pooled over |α|).
+Small samples are reported honestly: with n ≤ EXACT_MAX features the p-value comes from the exact
+permutation distribution (every pairing of the two rate vectors, ties kept as average ranks), not from
+the t approximation; the percentile bootstrap interval (resampling features, seeded so reruns agree)
+is given only from MIN_CI_N features up — below that it is not estimable in any useful sense.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+EXACT_MAX = 10  # n ≤ this: exact permutation p-value (10! = 3,628,800 pairings)
+MIN_CI_N = 10  # n < this: no bootstrap interval
 
 
 @dataclass
@@ -24,6 +30,7 @@ class SpearmanResult:
     n_boot_valid: int
     seed: int
     note: str = ""
+    p_method: str = ""  # "exact permutation" | "t approximation" | ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,15 +62,62 @@ def spearman_bootstrap(x, y, *, n_boot: int = 2000, seed: int = 0, level: float 
         return SpearmanResult(np.nan, np.nan, np.nan, np.nan, n, n_boot, 0, seed,
                               "a direction has the same rate for every feature: ρ is undefined")
     res = stats.spearmanr(x, y)
+    if n <= EXACT_MAX:
+        p_value, p_method = exact_spearman_p(x, y), "exact permutation"
+    else:
+        p_value, p_method = float(res.pvalue), "t approximation"
+    if n < MIN_CI_N:
+        return SpearmanResult(float(res.statistic), p_value, np.nan, np.nan, n, n_boot, 0, seed,
+                              f"only {n} features: no bootstrap interval (needs ≥ {MIN_CI_N}); exact p-value",
+                              p_method)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
     boots = _row_spearman(x[idx], y[idx])
     valid = boots[~np.isnan(boots)]
     tail = (1 - level) / 2 * 100
     lo, hi = (np.percentile(valid, [tail, 100 - tail]) if len(valid) else (np.nan, np.nan))
-    note = "" if n >= 10 else f"only {n} features: the interval is wide and the bootstrap coarse"
-    return SpearmanResult(float(res.statistic), float(res.pvalue), float(lo), float(hi), n, n_boot,
-                          len(valid), seed, note)
+    return SpearmanResult(float(res.statistic), p_value, float(lo), float(hi), n, n_boot, len(valid), seed, "",
+                          p_method)
+
+
+def _all_permutations(n: int) -> np.ndarray:
+    """Every permutation of range(n) as rows of an [n!, n] int8 array (built by insertion, no Python loop
+    over the n! rows)."""
+    perms = np.zeros((1, 0), dtype=np.int8)
+    for k in range(n):  # insert element k at every position of each permutation of range(k)
+        m = perms.shape[0]
+        out = np.empty((m * (k + 1), k + 1), dtype=np.int8)
+        for pos in range(k + 1):
+            block = out[pos * m:(pos + 1) * m]
+            block[:, :pos] = perms[:, :pos]
+            block[:, pos] = k
+            block[:, pos + 1:] = perms[:, pos:]
+        perms = out
+    return perms
+
+
+def exact_spearman_p(x, y) -> float:
+    """Two-sided exact permutation p-value of Spearman's ρ: the share of all n! pairings of y with x
+    whose |ρ| is at least the observed |ρ| (average ranks for ties, as scipy's ρ). For n ≤ EXACT_MAX."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    n = len(x)
+    if n > EXACT_MAX:
+        raise ValueError(f"exact permutation p-value only for n ≤ {EXACT_MAX}, not {n}")
+    rx = stats.rankdata(x)
+    ry = stats.rankdata(y)
+    rx -= rx.mean()
+    ry -= ry.mean()
+    den = np.sqrt((rx**2).sum() * (ry**2).sum())
+    if den == 0:
+        return float("nan")
+    observed = abs(float(rx @ ry)) / den
+    perms = _all_permutations(n)
+    hits = 0
+    for start in range(0, len(perms), 400_000):  # bounded memory: 400k × n floats at a time
+        rho = np.abs(ry[perms[start:start + 400_000]] @ rx) / den
+        hits += int((rho >= observed - 1e-12).sum())
+    return hits / len(perms)
 
 
 def positive_vs_negative(per_feature: pd.DataFrame, method: str, *, n_boot: int = 2000, seed: int = 0

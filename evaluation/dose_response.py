@@ -18,6 +18,7 @@ from scipy import stats
 from scipy.special import expit
 
 FEW_CLUSTERS = 40
+MIN_CLUSTERS = 10  # fewer cases: the sandwich covariance is not estimable (intervals of ±10^5 on demo data)
 
 
 @dataclass
@@ -67,8 +68,8 @@ def fit_dose_response(labels: pd.DataFrame, method: str, direction: int, *, cov_
     if y.min() == y.max():
         fit.note = "no on-target change at any |α|" if y.max() == 0 else "on-target at every row: no variation"
         return fit
-    if n_clusters < 2:
-        fit.note = "a single case: cluster-robust errors need ≥ 2 cases"
+    if n_clusters < MIN_CLUSTERS:
+        fit.note = f"not estimable: {n_clusters} case(s) as clusters (GEE needs ≥ {MIN_CLUSTERS})"
         return fit
     x = sub.abs_alpha.to_numpy(dtype=float)
     exog = np.column_stack([np.ones_like(x), x])

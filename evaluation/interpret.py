@@ -40,6 +40,7 @@ from evaluation.interpret_lexicon import (
 )
 from steering.errors import RadsteerError
 from steering.store import StudyStore, stable_hash
+from steering.store.files import write_atomic
 
 INTERPRET_VERSION = "interpret-v1"
 CSV_COLUMNS = ("feature_id", "description", "targets", "explainer", "f1", "precision", "recall",
@@ -274,14 +275,16 @@ def write_interpretations_csv(store: StudyStore, path: str | os.PathLike[str], e
         df = df.sort_values("created_at").drop_duplicates("feature_id", keep="last").sort_values("feature_id")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(CSV_COLUMNS)
-        for r in df.itertuples(index=False):
-            freq = stats.get(r.feature_id, {}).get("frequency")
-            w.writerow([r.feature_id, r.description, ";".join(r.targets or []), r.explainer, _fmt(r.f1),
-                        _fmt(r.precision), _fmt(r.recall), r.n_active, r.n_inactive, _fmt(r.balanced_accuracy),
-                        _fmt(freq), r.scorer])
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(CSV_COLUMNS)
+            for r in df.itertuples(index=False):
+                freq = stats.get(r.feature_id, {}).get("frequency")
+                w.writerow([r.feature_id, r.description, ";".join(r.targets or []), r.explainer, _fmt(r.f1),
+                            _fmt(r.precision), _fmt(r.recall), r.n_active, r.n_inactive,
+                            _fmt(r.balanced_accuracy), _fmt(freq), r.scorer])
+
+    write_atomic(path, write)
     return len(df)

@@ -49,8 +49,10 @@ def concept_category(cid: str) -> str:
 
 @functools.lru_cache(maxsize=200_000)
 def concepts_in(text: str) -> frozenset[str]:
-    """Concept ids the lexicon finds in `text` that can be targets (not anatomy), cached: contexts
-    repeat across features."""
+    """Concept ids the lexicon finds in `text` that can be targets (not anatomy), whatever their
+    assertion. Full extraction, not just the phrase trie: longitudinal and textual concepts
+    (e.g. a measurement) are found by the extractor's own rules. Cached: contexts repeat across
+    features."""
     return frozenset(e.concept for e in _extractor().extract_one(text)
                      if e.concept and _targetable(e.concept))
 

@@ -10,10 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from sqlalchemy import select
-
 from steering.store import StudyStore
-from steering.store.schema import judge_cache
 
 
 class JudgeCache(Protocol):
@@ -38,25 +35,11 @@ class MemoryJudgeCache:
 class StoreJudgeCache:
     """The `judge_cache` table of a study store."""
 
-    _CHUNK = 500  # stay well below SQLite's bound-parameter limit
-
     def __init__(self, store: StudyStore) -> None:
         self.store = store
 
     def get_many(self, model: str, hashes: Iterable[str]) -> dict[str, dict[str, Any]]:
-        wanted = sorted(set(hashes))
-        out: dict[str, dict[str, Any]] = {}
-        with self.store.engine.connect() as conn:
-            for i in range(0, len(wanted), self._CHUNK):
-                chunk = wanted[i : i + self._CHUNK]
-                stmt = select(judge_cache.c.prompt_hash, judge_cache.c.response).where(
-                    judge_cache.c.model == model, judge_cache.c.prompt_hash.in_(chunk)
-                )
-                out.update({r.prompt_hash: r.response for r in conn.execute(stmt)})
-        return out
+        return self.store.cached_judge_responses(model, hashes)
 
     def put(self, model: str, prompt_hash: str, response: dict[str, Any]) -> None:
-        self.store.upsert(
-            "judge_cache", [{"model": model, "prompt_hash": prompt_hash, "response": response}],
-            key=["model", "prompt_hash"],
-        )
+        self.store.cache_judge_response(model, prompt_hash, response)

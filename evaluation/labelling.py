@@ -1,7 +1,8 @@
 """Label baseline/steered report pairs produced anywhere (the engine of `radsteer label`).
 
 Input rows: `id`, `baseline`, `steered`, `target` (a concept id, name or synonym, or a list of
-them), `direction` (+1 / −1), optional `description`. Output rows keep `id` and add
+them), `direction` (+1 / −1), optional `description`; any other field is refused (a misspelt
+`target` must not pass unnoticed). Output rows keep `id` and add
 `on_target`, `off_target`, `label`, `evidence`.
 
 Why it is shaped this way: extraction is batched and de-duplicated (many steered rows share one
@@ -12,6 +13,7 @@ optionally `combine=` (entity-diff verdict, judge verdict → the row's top-leve
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import sys
@@ -30,6 +32,7 @@ from steering.errors import RadsteerError
 from steering.jsonl import iter_jsonl
 
 REQUIRED_FIELDS = ("id", "baseline", "steered", "target", "direction")
+KNOWN_FIELDS = (*REQUIRED_FIELDS, "description")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,12 @@ def parse_pair(row: Any, lexicon: Lexicon | None = None) -> LabelPair:
     """Validate one input row (a JSON object) into a LabelPair; raises PairError naming the field."""
     if not isinstance(row, dict):
         raise PairError(f"each row must be a JSON object, got {type(row).__name__}")
+    unknown = [f for f in row if f not in KNOWN_FIELDS]
+    if unknown:  # a misspelt `target` or `direction` must not pass unnoticed
+        hints = [f"{f!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(
+            str(f), KNOWN_FIELDS, n=1, cutoff=0.6)) else "") for f in unknown]
+        raise PairError(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
+                        f"rows take {', '.join(KNOWN_FIELDS)}")
     for f in REQUIRED_FIELDS:
         if f not in row or row[f] is None:
             raise PairError(f"missing field {f!r} (rows need {', '.join(REQUIRED_FIELDS)})")

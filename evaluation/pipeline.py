@@ -128,8 +128,10 @@ class Evaluator:
         rows = df.to_dict("records")
         self.summary = EvaluationSummary(generations=len(rows))
         existing = {(v["generation_id"], v["method"]): v for v in self.store.rows("verdicts")}
-        with_base = [r for r in rows if _has_baseline(r)]
+        failed = [r for r in rows if _has_baseline(r) and _generation_error(r)]
+        with_base = [r for r in rows if _has_baseline(r) and not _generation_error(r)]
         self._missing_baselines([r for r in rows if not _has_baseline(r)], existing)
+        self._failed_generations(failed, existing)
         self._entity_diffs(with_base, existing)
         if self.judge is not None:
             self._judge(with_base, existing)
@@ -155,6 +157,17 @@ class Evaluator:
             methods = ["entity_diff"] + (["llm_judge"] if self.judge is not None else [])
             for m in methods:
                 if (r["generation_id"], m) not in existing or existing[(r["generation_id"], m)].get("error"):
+                    out.append(_error_row(r["generation_id"], m, msg))
+        self._write(out)
+
+    def _failed_generations(self, rows: list[dict[str, Any]], existing: dict) -> None:
+        """A steered row or its baseline that failed (e.g. non-finite logits) has no report to
+        compare: every method records the generation's error, never a label."""
+        out = []
+        for r in rows:
+            msg = f"generation failed: {_generation_error(r)}"
+            for m in ["entity_diff"] + (["llm_judge"] if self.judge is not None else []):
+                if existing.get((r["generation_id"], m), {}).get("error") != msg:
                     out.append(_error_row(r["generation_id"], m, msg))
         self._write(out)
 
@@ -287,6 +300,15 @@ def evaluate_run(store: StudyStore, **options: Any) -> EvaluationSummary:
 def _has_baseline(r: Mapping[str, Any]) -> bool:
     b = r.get("baseline_generation_id")
     return b is not None and not (isinstance(b, float) and math.isnan(b))
+
+
+def _generation_error(r: Mapping[str, Any]) -> str | None:
+    """Why the steered generation or its baseline failed, else None."""
+    for key, who in (("error", "steered report"), ("baseline_error", "baseline report")):
+        e = r.get(key)
+        if isinstance(e, str) and e:
+            return f"{who}: {e}"
+    return None
 
 
 def _error_row(generation_id: int, method: str, error: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ built on `matplotlib.figure.Figure` directly (no pyplot state, no GUI backend).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 
@@ -13,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 _COLORS = {1: "#1f77b4", -1: "#d62728"}
+# on-target green, both amber, off-target red, none grey: the paper's stacked-bar reading order
+LABEL_COLORS = {"on": "#2ca02c", "both": "#e6a817", "off": "#d62728", "none": "#c7c7c7"}
 
 
 def _figure(width: float, height: float):
@@ -34,7 +37,13 @@ def _svg(fig, title: str) -> str:
     svg = svg[svg.index("<svg"):]  # drop the XML declaration and DOCTYPE (which names a URL)
     svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)  # RDF licence boilerplate
     svg = re.sub(r'\s(width|height)="[\d.]+pt"', "", svg, count=2)  # scale with the page
-    return svg.replace("<svg ", f'<svg role="img" aria-label="{title}" class="rs-fig" ', 1)
+    # ids unique per figure: several inline SVGs share one document (a content hash keeps reruns identical)
+    prefix = "fig" + hashlib.sha1(svg.encode()).hexdigest()[:8] + "-"
+    svg = re.sub(r'\bid="', f'id="{prefix}', svg)
+    svg = svg.replace('href="#', f'href="#{prefix}').replace("url(#", f"url(#{prefix}")
+    width_px = int(fig.get_size_inches()[0] * 96)  # its natural size at most, however wide the page
+    return svg.replace("<svg ", f'<svg role="img" aria-label="{title}" class="rs-fig" '
+                                f'style="width:100%;max-width:{width_px}px" ', 1)
 
 
 def forest_plot(feature_rates: pd.DataFrame, method: str) -> str:
@@ -65,6 +74,30 @@ def forest_plot(feature_rates: pd.DataFrame, method: str) -> str:
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     return _svg(fig, "forest plot of on-target rates")
+
+
+def stacked_bars(feature_rates: pd.DataFrame, method: str) -> str:
+    """Per feature × direction, the shares of on / both / off / none as one stacked horizontal bar."""
+    df = feature_rates[feature_rates.method == method] if not feature_rates.empty else feature_rates
+    df = df.sort_values(["feature_id", "direction"], ascending=[False, True]) if not df.empty else df
+    fig = _figure(7.0, min(1.4 + 0.24 * max(len(df), 1), 40.0))
+    ax = fig.add_subplot()
+    if df.empty:
+        ax.text(0.5, 0.5, "no labelled rows", ha="center", va="center")
+        ax.set_axis_off()
+        return _svg(fig, "stacked outcome bars (empty)")
+    y = np.arange(len(df))
+    left = np.zeros(len(df))
+    for lab in ("on", "both", "off", "none"):
+        width = df[f"p_{lab}"].to_numpy(dtype=float)
+        ax.barh(y, width, left=left, color=LABEL_COLORS[lab], label=lab, height=0.75)
+        left += width
+    ax.set_yticks(y, [f"{f} ({'+' if d > 0 else '−'}α, n={n})" for f, d, n in
+                      zip(df.feature_id, df.direction, df.n, strict=True)], fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"share of steered reports ({method}, pooled over |α|)")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, fontsize=8, frameon=False)
+    return _svg(fig, "outcomes per feature and direction (stacked bars)")
 
 
 def dose_response_plot(curves: pd.DataFrame, method: str) -> str:
@@ -104,6 +137,10 @@ def pos_neg_scatter(pos_neg: pd.DataFrame, label: str) -> str:
         return _svg(fig, "positive vs negative (empty)")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.scatter(df.p_on_target_pos, df.p_on_target_neg, s=18, color="#444")
+    if len(df) <= 20:  # few features: name each point
+        for r in df.itertuples(index=False):
+            ax.annotate(str(r.feature_id), (r.p_on_target_pos, r.p_on_target_neg), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("on-target rate, +α")

@@ -196,19 +196,28 @@ def _pick_primary(labels: pd.DataFrame, requested: str | None) -> str:
 
 
 def _planned(data: StudyData) -> tuple[int | None, str]:
-    """Rows the protocol planned: cases × (1 baseline + features × non-zero α), when it says."""
+    """Rows the protocol planned: cases × (1 baseline + features × non-zero α).
+
+    The sweep records its plan in manifest.json (`plan`, from the validated protocol, so features merged
+    from an items_file or a selection count). Without it, the frozen protocol's own fields are read —
+    `alphas` and `features.items` as protocols.schema defines them — over the cases the store registered.
+    """
+    plan = (data.manifest or {}).get("plan")
+    if isinstance(plan, dict) and all(isinstance(plan.get(k), int) for k in ("rows", "cases", "features", "alphas")):
+        return plan["rows"], f"{plan['cases']} cases × (1 + {plan['features']} features × {plan['alphas']} α)"
     p = data.protocol or {}
-    alphas = p.get("alphas") or p.get("alpha_grid") or (p.get("sweep") or {}).get("alphas")
-    feats = p.get("features")
-    cases = p.get("cases") if isinstance(p.get("cases"), dict) else {}
-    n_cases = cases.get("limit") if isinstance(cases.get("limit"), int) else len(data.cases)
-    if not isinstance(alphas, list) or not isinstance(feats, list):
-        return None, "protocol.yaml absent or does not list alphas and features"
+    feats = p.get("features") if isinstance(p.get("features"), dict) else {}
+    items, alphas = feats.get("items"), p.get("alphas")
+    if not isinstance(alphas, list) or not isinstance(items, list):
+        return None, "no plan in manifest.json and protocol.yaml lists no alphas and features.items"
+    if feats.get("items_file") or feats.get("select"):
+        return None, "no plan in manifest.json and protocol.yaml adds features from a file"
     try:
         n_alpha = sum(1 for a in alphas if float(a) != 0.0)
     except (TypeError, ValueError):
         return None, "protocol.yaml alphas are not numbers"
-    return int(n_cases) * (1 + len(feats) * n_alpha), f"{n_cases} cases × (1 + {len(feats)} features × {n_alpha} α)"
+    n_cases = len(data.cases)
+    return n_cases * (1 + len(items) * n_alpha), f"{n_cases} cases × (1 + {len(items)} features × {n_alpha} α)"
 
 
 def study_flow(data: StudyData) -> pd.DataFrame:

@@ -71,10 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         except argparse.ArgumentError:
             pass  # already added by add_options
     args = parser.parse_args(argv)
-    if getattr(args, store_url.dest, None):
-        from steering.store.location import STORE_URL_ENV
+    from steering.store.location import STORE_URL_ENV
 
-        os.environ[STORE_URL_ENV] = getattr(args, store_url.dest)  # every StudyStore.open of this process, and its workers
+    saved = os.environ.get(STORE_URL_ENV)
+    if getattr(args, store_url.dest, None):  # every StudyStore.open of this command, and its workers
+        os.environ[STORE_URL_ENV] = getattr(args, store_url.dest)
     try:
         return int(module.run(args) or 0)
     except RadsteerError as exc:
@@ -84,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"radsteer {name}: interrupted; everything finished so far is stored — run again to resume",
               file=sys.stderr)
         return 130
+    finally:  # a caller's environment (e.g. tests calling main) is left as it was
+        if saved is None:
+            os.environ.pop(STORE_URL_ENV, None)
+        else:
+            os.environ[STORE_URL_ENV] = saved
 
 
 def _one_line_warnings(name: str) -> None:

@@ -63,6 +63,23 @@ def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> d
     return out
 
 
+def refuse_duplicate_keys(node: yaml.Node | None, file: Path | str) -> None:
+    """PyYAML lets the last of two equal keys win silently (`layer: 0` … `layer: 2`); refuse them."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            if isinstance(key_node, yaml.ScalarNode) and key in seen:
+                raise RadsteerError(f"{file}:{line}: duplicate key {key!r} (first on line {seen[key]}); "
+                                    f"keep one of them")
+            seen[key] = line
+            refuse_duplicate_keys(value_node, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            refuse_duplicate_keys(item, file)
+
+
 def _line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
     loc = tuple(loc)
     while loc:
@@ -121,6 +138,7 @@ def load_protocol(path: str | os.PathLike[str], *, strict_env: bool = True) -> L
         raise RadsteerError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
     if not isinstance(data, dict):
         raise RadsteerError(f"{file}: a protocol must be a YAML mapping of fields")
+    refuse_duplicate_keys(node, file)
     lines = _line_index(node) if node is not None else {}
     data = _expand_env(data, (), file, lines, strict_env)
     _merge_items_file(data, file, lines)
@@ -158,6 +176,7 @@ def _merge_items_file(data: dict[str, Any], file: Path, lines: dict[tuple, int])
     else:
         try:
             loaded = yaml.safe_load(text)
+            refuse_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), path)
         except yaml.YAMLError as exc:
             raise RadsteerError(f"{path}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
         if not isinstance(loaded, list):

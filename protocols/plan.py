@@ -38,6 +38,7 @@ def check_study(study: Study) -> CheckedStudy:
         raise RadsteerError(f"{loaded.where('cases')}: no cases left after the split ({p.cases.split.use}) "
                             f"and limit")
     m = p.model
+    study.check_device()
     try:
         shape = model_shape(m.kind, loaded.resolve(m.path) if m.path else None)
     except RadsteerError as exc:
@@ -57,6 +58,9 @@ def check_study(study: Study) -> CheckedStudy:
         bank = study.load_bank()
         ids = study.feature_ids(bank)
         study.check_width(bank, shape.hidden_size, shape.num_layers, model_name)
+        from steering.adapters import resolve_dtype
+
+        study.check_pushes(bank, resolve_dtype(m.dtype, study.check_device()))
         width, n_bank = bank.d_model, bank.n_features
     else:  # vectors will be built with the model itself: as wide as it by construction
         ids = [f.id for f in p.features.items]

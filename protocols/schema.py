@@ -38,11 +38,17 @@ class ModelSpec(_Strict):
     # (the plain sections) or "few_shot" (example cases ending in `FINDINGS:`, for small base/chat
     # models that otherwise answer *about* reports; pair it with `generation.stop`).
     prompt: Literal["auto", "chat", "completion", "few_shot"] = "auto"
+    # MAIRA-2 only: which vision output feeds the projector — the backbone's layer-normed
+    # "feature_maps" (the earlier official code) or its raw "hidden_states" (the later one, for
+    # transformers 4.51); see steering/maira2/modeling.py. Recorded in manifest.json.
+    image_features: Literal["feature_maps", "hidden_states"] = "feature_maps"
 
     @model_validator(mode="after")
     def _path_needed(self) -> ModelSpec:
         if self.kind != "demo" and not self.path:
             raise ValueError(f"model.path is required for model kind {self.kind!r}")
+        if self.image_features != "feature_maps" and self.kind != "maira2":
+            raise ValueError(f"model.image_features applies to MAIRA-2 only, not model kind {self.kind!r}")
         return self
 
 

@@ -7,7 +7,6 @@ planned rows and a steering engine, so `sweep`, `run`, `validate` and `demo` agr
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,8 +18,8 @@ from protocols.selection import selection_record
 from protocols.targets import resolved_targets
 from steering.errors import RadsteerError
 from steering.store import StudyStore, build_manifest, read_manifest, write_manifest
-from steering.store.files import check_replaceable_dir, replace_dir
-from steering.store.manifest import sha256_path
+from steering.store.files import check_replaceable_dir, replace_dir, write_atomic
+from steering.store.manifest import MANIFEST_FILENAME, sha256_path
 
 PROTOCOL_FILENAME = "protocol.yaml"
 CONCEPT_VECTORS_KIND = "concept_vectors"
@@ -238,18 +237,29 @@ class Study:
                 f"not {model_name}: rebuild them with `radsteer vectors build {self.loaded.path} --force`"
             )
 
+    def check_device(self) -> str:
+        """model.device must exist on this machine (checked before any weights are read)."""
+        from steering.adapters import resolve_device
+
+        try:
+            return resolve_device(self.protocol.model.device)
+        except RadsteerError as exc:
+            raise RadsteerError(f"{self.loaded.where('model', 'device')}: {exc}") from None
+
     def load_adapter(self):
         from steering.models import load_adapter
 
+        self.check_device()
         m = self.protocol.model
         return load_adapter(m.kind, self.loaded.resolve(m.path) if m.path else None, dtype=m.dtype, device=m.device,
-                            prompt=m.prompt)
+                            prompt=m.prompt, image_features=m.image_features)
 
     def engine(self, adapter, bank):
         from steering.engine import GenerationSettings, SteeringEngine, SteeringSpec
 
         p = self.protocol
         self.check_width(bank, adapter.hidden_size, adapter.num_layers, adapter.name)
+        self.check_pushes(bank, adapter.dtype)
         spec = SteeringSpec(layer=p.layer, space=p.steering.vector_space, unit_norm=p.steering.unit_norm,
                             positions=p.steering.positions, exclude=tuple(p.steering.exclude))
         g = p.generation
@@ -257,6 +267,25 @@ class Study:
                                       temperature=g.temperature, top_p=g.top_p, seed=g.seed, stop=tuple(g.stop),
                                       no_repeat_ngram_size=g.no_repeat_ngram_size)
         return SteeringEngine(adapter, bank, spec=spec, settings=settings, batch_size=g.batch_size)
+
+    def plan(self, feature_ids: list[str] | None = None) -> dict[str, int]:
+        """What the sweep plans — cases × (1 baseline + features × non-zero α) — as recorded in the
+        manifest (`plan`) for the report's "rows planned"; `feature_ids` default to the protocol's items."""
+        ids = feature_ids if feature_ids is not None else [f.id for f in self.protocol.features.items]
+        n_alpha = sum(1 for a in self.protocol.alphas if float(a) != 0.0)
+        n_cases = len(self.cases)
+        return {"rows": n_cases * (1 + len(ids) * n_alpha), "cases": n_cases, "features": len(ids), "alphas": n_alpha}
+
+    def check_pushes(self, bank, dtype) -> None:
+        """Every α·v of the protocol must be a finite number in the model's dtype."""
+        from steering.engine import push_problem
+
+        p = self.protocol
+        why = push_problem(bank, self.feature_ids(bank), p.alphas, dtype, space=p.steering.vector_space,
+                           unit_norm=p.steering.unit_norm)
+        if why:
+            alpha, message = why
+            raise RadsteerError(f"{self.loaded.where('alphas', p.alphas.index(alpha))}: {message}")
 
     def planned_rows(self, bank):
         from steering.engine import plan_rows
@@ -269,15 +298,29 @@ class Study:
 
     # -- the run directory ------------------------------------------------------------------
     def check_run_dir(self) -> None:
-        """Refuse to mix two different protocols in one run directory (nothing is written)."""
+        """Refuse to mix two different protocols in one run directory (nothing is written).
+
+        `record` writes manifest.json (with the protocol's hash) before it freezes protocol.yaml,
+        so every state a killed sweep can leave is checked: a manifest → its hash must match; a
+        frozen protocol without a manifest (left by older versions, or made by hand) → it must be
+        this protocol, byte for byte; neither → nothing recorded yet."""
         frozen = self.run_dir / PROTOCOL_FILENAME
-        if not frozen.exists():
-            return
-        if read_manifest(self.run_dir).get("protocol_hash") not in (None, self.loaded.canonical_hash()):
-            raise RadsteerError(
-                f"{self.run_dir} already holds a study run with a different protocol "
-                f"({frozen}); give this protocol another `name` or move that directory away"
-            )
+        manifest_path = self.run_dir / MANIFEST_FILENAME
+        other = "; give this protocol another `name` or move that directory away"
+        if manifest_path.exists():
+            try:
+                recorded = read_manifest(self.run_dir).get("protocol_hash")
+            except (OSError, ValueError):
+                recorded = None
+            if recorded is None:
+                raise RadsteerError(f"{manifest_path} is not a radsteer manifest (no protocol_hash), so "
+                                    f"{self.run_dir} cannot be checked against this protocol{other}")
+            if recorded != self.loaded.canonical_hash():
+                raise RadsteerError(f"{self.run_dir} already holds a study run with a different protocol "
+                                    f"(manifest.json records another protocol hash){other}")
+        elif frozen.exists() and frozen.read_bytes() != self.loaded.path.read_bytes():
+            raise RadsteerError(f"{self.run_dir} holds a different protocol ({frozen}) and no manifest.json "
+                                f"(an interrupted first sweep){other}")
 
     def open_store(self) -> StudyStore:
         return StudyStore.open(self.run_dir)
@@ -288,9 +331,6 @@ class Study:
         from steering.distributed import EngineInfo, engine_info
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        frozen = self.run_dir / PROTOCOL_FILENAME
-        if not frozen.exists():
-            shutil.copyfile(self.loaded.path, frozen)
         info = engine if isinstance(engine, EngineInfo) else engine_info(engine)  # Ray: the workers' engine
         model_path = info.path
         write_manifest(self.run_dir, build_manifest(
@@ -298,6 +338,9 @@ class Study:
             protocol_hash=self.loaded.canonical_hash(),
             protocol_path=str(self.loaded.path),
             model={"kind": self.protocol.model.kind, "name": info.name, "path": model_path,
+                   # MAIRA-2: the vision output fed to the projector (feature_maps | hidden_states)
+                   "image_features": self.protocol.model.image_features if self.protocol.model.kind == "maira2"
+                   else None,
                    "sha256": sha256_path(model_path) if model_path and Path(model_path).exists() else None,
                    "dtype": info.dtype, "dtype_requested": self.protocol.model.dtype,
                    "device": info.device, "prompt": info.prompt},
@@ -313,8 +356,14 @@ class Study:
             seeds={"protocol": self.protocol.seed, "generation": self.protocol.generation.seed,
                    "split": self.protocol.cases.split.seed},
             feature_selection=selection_record(self.loaded),
+            plan=self.plan(self.feature_ids(bank)),
             target_concepts=resolved_targets(self.protocol),  # feature id -> concept ids (resolved at load)
         ))
+        # Frozen only after the manifest holds the protocol's hash (both atomically), so a kill at
+        # any point leaves a state that check_run_dir checks (no window for a different protocol).
+        frozen = self.run_dir / PROTOCOL_FILENAME
+        if not frozen.exists():
+            write_atomic(frozen, self.loaded.path.read_bytes())
         store.add_cases([{"case_id": cid, "inputs": c, "split": c["split"]} for cid, c in self.cases.items()])
         f1 = {fid: item.interpretability for item, fid in zip(self.protocol.features.items, self.feature_ids(bank),
                                                                strict=True) if item.interpretability is not None}

@@ -19,6 +19,12 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
     if [ "$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q postgresql; \
     else sudo apt-get update -q && sudo apt-get install -y -q postgresql; fi
 fi
+if ! ldconfig -p 2>/dev/null | grep -q "libpangoft2-1.0.so"; then
+    # WeasyPrint (radsteer report --pdf) draws text with pango
+    if [ "$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q libpango-1.0-0 libpangoft2-1.0-0; \
+    else sudo apt-get update -q && sudo apt-get install -y -q libpango-1.0-0 libpangoft2-1.0-0; fi
+fi
+export RADSTEER_REQUIRE_PDF=1   # the PDF tests run in CI; they never skip there
 export RADSTEER_REQUIRE_POSTGRES=1 RADSTEER_REQUIRE_RAY=1   # CI runs these tests; never skips them
 python3 -m ruff check .
 # The full offline demo, as a user runs it (README "The offline demo": trains and caches the demo SAE

@@ -225,9 +225,33 @@ def pad_batch(
     return input_ids, attention_mask
 
 
+def available_devices() -> list[str]:
+    """The devices this machine has, as torch names them."""
+    out = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
 def resolve_device(device: str) -> str:
+    """`auto` → the first GPU, else the CPU; any other name must exist on this machine (a
+    missing `cuda:7` is one line naming the devices that do, not a traceback at load time)."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise RadsteerError(f"{device!r} is not a device name; this machine has {', '.join(available_devices())}"
+                            ) from None
+    if dev.type == "cpu":
+        return device
+    n_cuda = torch.cuda.device_count()
+    ok = (dev.type == "cuda" and n_cuda > 0 and (dev.index is None or dev.index < n_cuda)) or (
+        dev.type != "cuda" and str(dev.type) in available_devices())
+    if not ok:
+        raise RadsteerError(f"device {device!r} does not exist on this machine; it has "
+                            f"{', '.join(available_devices())}")
     return device
 
 

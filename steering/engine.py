@@ -9,6 +9,7 @@ Per-case work (MAIRA-2's image features) is done once per case and reused by all
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from collections import Counter
@@ -60,6 +61,36 @@ class GenerationSettings:
         return d
 
 
+class NonFiniteWatch:
+    """A `LogitsProcessor` that notes, per row, the first step whose logits are not finite (NaN,
+    +inf, or every token −inf) or carry no information (every token equal: the hidden state
+    collapsed, e.g. a normalisation whose sum of squares overflowed) — e.g. after a push α·v too
+    strong for the model's numbers — and ends that row with EOS, so its neighbours in the batch go on and the row is stored as an error with its
+    reason instead of as text decoded from garbage. It runs before any sampler (NaN probabilities
+    would make `torch.multinomial` fail for the whole batch)."""
+
+    def __init__(self, n_rows: int, end_token: int) -> None:
+        self.first_bad: list[int | None] = [None] * n_rows  # generated-token index of the first bad step
+        self.kind: list[str] = [""] * n_rows
+        self.end_token = end_token
+        self.step = 0
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        nan = torch.isnan(scores).any(-1)
+        flat = scores.amax(-1) == scores.amin(-1)
+        bad = nan | torch.isposinf(scores).any(-1) | torch.isneginf(scores).all(-1) | flat
+        if bool(bad.any()):
+            for i in bad.nonzero().flatten().tolist():
+                if self.first_bad[i] is None:
+                    self.first_bad[i] = self.step
+                    self.kind[i] = ("NaN" if bool(nan[i]) else "constant (every token equally likely)"
+                                    if bool(flat[i]) and bool(torch.isfinite(scores[i]).all()) else "infinite")
+            scores = scores.masked_fill(bad[:, None], float("-inf"))
+            scores[bad, self.end_token] = 0.0
+        self.step += 1
+        return scores
+
+
 class StopOnSequences(StoppingCriteria):
     """Per-row stop sequences for a batched `generate`: a row is finished at the step its own
     generated text first contains one of `stops`; the others go on. The step is remembered, so
@@ -105,8 +136,9 @@ class GenerationResult:
     row: PlannedRow
     text: str
     token_ids: list[int]
-    finish_reason: str  # "eos" | "stop" | "length"
+    finish_reason: str  # "eos" | "stop" | "length" | "error"
     seconds: float  # the batch's wall time shared equally among its rows
+    error: str | None = None  # why the row failed (finish_reason "error"); its text is what came before
 
     @property
     def n_tokens(self) -> int:
@@ -117,6 +149,7 @@ class GenerationResult:
             case_id=self.row.case_id, feature_id=self.row.feature_id, alpha=float(self.row.alpha),
             settings_hash=settings_hash, text=self.text, n_tokens=self.n_tokens,
             finish_reason=self.finish_reason, seconds=self.seconds,
+            **({"error": self.error} if self.error is not None else {}),  # studies made before the column
         )
 
 
@@ -141,6 +174,34 @@ class SweepReport:
             text += (f"; {self.tokens_per_s:.1f} tokens/s, padding {100 * self.padding_fraction:.1f} %, "
                      f"batch size {self.batching.get('chosen')} ({self.batching.get('mode')})")
         return text
+
+
+def push_problem(bank: FeatureBank, feature_ids: Sequence[str], alphas: Sequence[float], dtype: torch.dtype, *,
+                 space: VectorSpace = "residual", unit_norm: bool = False) -> tuple[float, str] | None:
+    """(α, why) when some α·v would not be finite in `dtype` (α = 1e300 used to steer to empty
+    text), else None.
+
+    The push α·‖v‖ and every element of α·v must be finite numbers of the model's dtype, and the
+    square of every element a finite float32 (RMS/LayerNorm square the residual in float32: past
+    that the normalised state collapses to zero and the model writes token 0 over and over)."""
+    steered = [float(a) for a in alphas if float(a) != 0.0]
+    if not steered or not feature_ids:
+        return None
+    vecs = bank.vectors(list(feature_ids), space=space, unit_norm=unit_norm).double()
+    norms, peaks = vecs.norm(dim=-1), vecs.abs().amax(dim=-1)
+    limit = torch.finfo(dtype).max
+    square_limit = math.sqrt(torch.finfo(torch.float32).max)
+    name = str(dtype).removeprefix("torch.")
+    for a in sorted(steered, key=abs, reverse=True):
+        for fid, norm, peak in zip(feature_ids, norms.tolist(), peaks.tolist(), strict=True):
+            push = abs(a) * norm
+            if not (math.isfinite(push) and push <= limit and abs(a) * peak <= limit):
+                return a, (f"α = {a:g} pushes feature {fid!r} by α·‖v‖ = {push:.3g}, which is not a finite "
+                           f"{name} number (largest {limit:.3g}); use a smaller |α|")
+            if abs(a) * peak > square_limit:
+                return a, (f"α = {a:g} pushes feature {fid!r} by α·‖v‖ = {push:.3g}: the next layer norm squares "
+                           f"it, which overflows (|α|·max|v| must stay below {square_limit:.3g}); use a smaller |α|")
+    return None
 
 
 def plan_rows(case_ids: Sequence[str], feature_ids: Sequence[str], alphas: Sequence[float]) -> list[PlannedRow]:
@@ -233,6 +294,7 @@ class SteeringEngine:
         on_batch: Callable[[list[GenerationResult]], None] | None = None,
     ) -> list[GenerationResult]:
         """Generate every row; `on_batch` receives each finished batch (e.g. to store it)."""
+        self.check_pushes(rows)
         results: list[GenerationResult] = []
         for batch_results in self._iter_batches(cases, rows, progress=progress):
             if on_batch is not None:
@@ -277,6 +339,18 @@ class SteeringEngine:
         finally:
             bar.close()
 
+    def check_pushes(self, rows: Sequence[PlannedRow]) -> None:
+        """Refuse, before generating anything, an α·v that overflows the model's dtype."""
+        steered = [r for r in rows if not r.is_baseline]
+        if not steered:
+            return
+        if self.bank is None:
+            raise RadsteerError("steered rows need a feature bank")
+        why = push_problem(self.bank, sorted({r.feature_id for r in steered}), sorted({r.alpha for r in steered}),
+                           self.adapter.dtype, space=self.spec.space, unit_norm=self.spec.unit_norm)
+        if why:
+            raise RadsteerError(why[1])
+
     def _row_vectors(self, batch: Sequence[PlannedRow]) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.adapter.hidden_size
         vectors = torch.zeros(len(batch), d)
@@ -312,7 +386,8 @@ class SteeringEngine:
             pad_token_id=pad, eos_token_id=eos or None,
             no_repeat_ngram_size=self.settings.no_repeat_ngram_size or None,
         )
-        processors = LogitsProcessorList()
+        watch = NonFiniteWatch(len(batch), eos[0] if eos else pad)
+        processors = LogitsProcessorList([watch])
         if self.settings.do_sample:
             processors.append(SeededSampler([self._row_seed(r) for r in batch],
                                             temperature=self.settings.temperature, top_p=self.settings.top_p))
@@ -337,8 +412,24 @@ class SteeringEngine:
                                              stopping_criteria=criteria)
         seconds = (time.perf_counter() - start) / len(batch)
         sequences = out if isinstance(out, torch.Tensor) else out.sequences
-        return [self._result(r, sequences[i].tolist(), eos, seconds, stopper.stop_at[i] if stopper else None)
-                for i, r in enumerate(batch)]
+        results = [self._result(r, sequences[i].tolist(), eos, seconds, stopper.stop_at[i] if stopper else None)
+                   for i, r in enumerate(batch)]
+        for i, res in enumerate(results):
+            bad = watch.first_bad[i]
+            if bad is not None and bad < res.n_tokens:  # the token chosen at the bad step was kept
+                results[i] = self._failed(res, bad, watch.kind[i], sequences[i].tolist())
+        return results
+
+    def _failed(self, res: GenerationResult, step: int, kind: str, new_tokens: list[int]) -> GenerationResult:
+        """A row whose logits stopped being finite at generated token `step` (0-based)."""
+        alpha = res.row.alpha
+        why = (f"the logits became {kind} at generated token {step + 1} "
+               f"({'baseline' if res.row.is_baseline else f'feature {res.row.feature_id!r}, α = {alpha:g}'}, "
+               f"{str(self.adapter.dtype).removeprefix('torch.')}): the push is too strong for the model's "
+               f"numbers; use a smaller |α|")
+        tokens = new_tokens[:step]
+        return GenerationResult(row=res.row, text=self.adapter.decode(tokens), token_ids=tokens,
+                                finish_reason="error", seconds=res.seconds, error=why)
 
     def _result(self, row: PlannedRow, new_tokens: list[int], eos: list[int], seconds: float,
                 stop_at: int | None = None) -> GenerationResult:

@@ -50,7 +50,6 @@ from typing import Any
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
-from sqlalchemy import delete, select
 from tqdm.auto import tqdm
 
 from steering.adapters import ModelAdapter, pad_batch
@@ -60,7 +59,7 @@ from steering.feature_reader import FeatureReader, LayerReader
 from steering.jsonl import iter_jsonl
 from steering.store import StudyStore, stable_hash
 from steering.store.manifest import sha256_file
-from steering.store.schema import feature_contexts, feature_stats, mining_progress, mining_state
+from steering.store.repositories import MiningCheckpoint
 
 KINDS = ("top", "quantile", "zero")
 _MASK31 = (1 << 31) - 1
@@ -486,10 +485,9 @@ class FeatureMiner:
             raise RadsteerError(f"corpus not found: {corpus} (a JSONL file with one {{\"id\", \"text\"}} per line)")
         key = self.mining_key(sha256_file(corpus))
         state = MiningState(len(self.feature_ids), self.settings, self.device)
-        with store.engine.connect() as conn:
-            row = conn.execute(select(mining_state).where(mining_state.c.corpus_hash == key)).first()
-        if row is not None:
-            state.load_bytes(row.state, row.n_docs)
+        checkpoint = store.mining_checkpoint(key)
+        if checkpoint is not None:
+            state.load_bytes(checkpoint.state, checkpoint.n_docs)
         report = MiningReport(docs_total=count_docs(corpus), docs_already_mined=state.n_docs,
                               features=len(self.feature_ids))
         pending: list[str] = []  # documents mined since the last checkpoint
@@ -524,18 +522,11 @@ class FeatureMiner:
         return report
 
     def _done(self, store: StudyStore, key: str, doc_ids: list[str]) -> set[str]:
-        mp = mining_progress
-        with store.engine.connect() as conn:
-            stmt = select(mp.c.doc_id).where(mp.c.corpus_hash == key, mp.c.doc_id.in_(doc_ids))
-            return {r.doc_id for r in conn.execute(stmt)}
+        return store.mined_documents(key, doc_ids)
 
     def _checkpoint(self, store: StudyStore, key: str, state: MiningState, pending: list[str]) -> None:
         """State and the documents it covers, in one transaction: never one without the other."""
-        blob = state.to_bytes()
-        with store.transaction() as conn:
-            store.upsert("mining_state", [{"corpus_hash": key, "n_docs": state.n_docs, "state": blob}],
-                         key=["corpus_hash"], conn=conn)
-            store.insert_ignore("mining_progress", [{"corpus_hash": key, "doc_id": d} for d in pending], conn=conn)
+        store.save_mining_checkpoint(MiningCheckpoint(key, state.n_docs, state.to_bytes()), pending)
         pending.clear()
 
     # -- results ----------------------------------------------------------------------------
@@ -620,20 +611,5 @@ class FeatureMiner:
     def _finalize(self, store: StudyStore, key: str, state: MiningState, corpus: Path,
                   chunk: int = 5000) -> int:
         """Replace the mined features' contexts and stats in one transaction (rows in chunks)."""
-        n = 0
-        with store.transaction() as conn:
-            for i in range(0, len(self.feature_ids), 500):
-                part = self.feature_ids[i : i + 500]
-                conn.execute(delete(feature_contexts).where(feature_contexts.c.feature_id.in_(part)))
-                conn.execute(delete(feature_stats).where(feature_stats.c.feature_id.in_(part)))
-            rows: list[dict[str, Any]] = []
-            for row in self.context_rows(state, corpus):
-                rows.append(row)
-                if len(rows) >= chunk:
-                    n += store.insert_ignore("feature_contexts", rows, conn=conn)
-                    rows = []
-            n += store.insert_ignore("feature_contexts", rows, conn=conn)
-            stats = self.stats_rows(state, key)
-            for i in range(0, len(stats), chunk):
-                store.insert_ignore("feature_stats", stats[i : i + chunk], conn=conn)
-        return n
+        return store.replace_feature_evidence(self.feature_ids, self.context_rows(state, corpus),
+                                              self.stats_rows(state, key), chunk=chunk)

@@ -142,3 +142,104 @@ def test_annotate_by_mouse_and_keyboard_resume_and_isolation(browser, tmp_path: 
     finally:
         fsrv.close()
         store.close()
+
+
+@pytest.mark.timeout(480)
+def test_reader_study_images_zoom_keyboard_adjudication_and_restart(browser, tmp_path: Path) -> None:
+    """Two readers see a MAIRA-2 case's frontal (PNG) and lateral (DICOM written by pydicom)
+    images, zoom, pan and window them, and answer by keyboard, disagreeing; the adjudicator sees
+    both answers and records the final one; a server restart keeps everyone logged in."""
+    pytest.importorskip("pydicom")
+    from tests.helpers_annotation import Server as _Server
+    from tests.helpers_annotation import add_case_images
+
+    store = make_study(tmp_path, n_cases=1, n_features=1)  # two change items
+    add_case_images(store, tmp_path, size=518, dicom_lateral=True)
+    accounts = make_accounts(tmp_path / "annotators.json")
+    srv = _Server(store, ("change", "feature"), accounts, overlap=1.0, seed=3)
+    shots = DOCS if os.environ.get("RADSTEER_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    try:
+        pages = {}
+        for who, key in (("alice", "1"), ("bob", "2")):
+            ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
+            page = ctx.new_page()
+            login(page, srv.url, who)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.rs-viewer img')].filter(i => i.complete && "
+                "i.naturalWidth === 518).length === 2", timeout=30_000)
+            views = page.eval_on_selector_all(".rs-viewer", "vs => vs.map(v => v.dataset.view)")
+            assert views == ["frontal", "lateral"]
+            # the image is the primary view on a wide screen
+            img_w = page.eval_on_selector("#rs-images-col", "e => e.getBoundingClientRect().width")
+            txt_w = page.eval_on_selector("#rs-text-col", "e => e.getBoundingClientRect().width")
+            assert img_w > txt_w
+            if who == "alice":
+                page.screenshot(path=str(shots / "annotation_images.png"), full_page=True)
+                frontal = ".rs-viewer[data-view=frontal]"
+                page.click(f"{frontal} button[data-act=in]")
+                assert "scale(1.25)" in page.get_attribute(f"{frontal} .rs-layer", "style")
+                box = page.locator(f"{frontal} .rs-stage").bounding_box()
+                page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+                page.mouse.wheel(0, -200)
+                page.mouse.down()
+                page.mouse.move(box["x"] + box["width"] / 2 + 60, box["y"] + box["height"] / 2 + 30, steps=5)
+                page.mouse.up()
+                style = page.get_attribute(f"{frontal} .rs-layer", "style")
+                assert "scale(1.4375)" in style and "translate(" in style
+                page.eval_on_selector(f"{frontal} [data-wl=window]",
+                                      "e => { e.value = 64; e.dispatchEvent(new Event('input', {bubbles: true})); }")
+                assert page.get_attribute(f"{frontal} feFuncR", "slope").startswith("3.98")
+                page.click("h2")
+                page.keyboard.press("0")  # reset
+                assert "scale(1)" in page.get_attribute(f"{frontal} .rs-layer", "style")
+                assert page.get_attribute(f"{frontal} feFuncR", "slope") == "1.0000"
+            page.click("h2")
+            for i in range(2):  # both items, by keyboard; alice says on-target, bob off-target
+                for k in (key, "q", "a"):
+                    page.keyboard.press(k)
+                page.keyboard.press("Enter")
+                wait_answered(page, i + 1)
+            pages[who] = page
+        rows = store.rows("annotations", task="change")
+        assert sorted((r["annotator"], r["answers"]["label"]) for r in rows) == \
+            [("alice", "on"), ("alice", "on"), ("bob", "off"), ("bob", "off")]
+        assert all(r["seconds"] is not None for r in rows)
+
+        # alice switches to the feature task
+        alice = pages["alice"]
+        alice.click("#rs-task label:has-text('Feature validity')")
+        alice.wait_for_selector("#rs-contexts .rs-tok")
+        assert alice.eval_on_selector("#rs-item", "e => e.dataset.task") == "feature"
+
+        # the adjudicator: both readers' answers, final answer by keyboard
+        jctx = browser.new_context(viewport={"width": 1600, "height": 1000})
+        judy = jctx.new_page()
+        login(judy, srv.url, "judy")
+        judy.wait_for_selector("#rs-readers .rs-differs")
+        table = judy.inner_text("#rs-readers")
+        assert "alice" in table and "bob" in table and "on" in table and "off" in table
+        judy.wait_for_selector(".rs-viewer img")
+        judy.screenshot(path=str(shots / "annotation_adjudication.png"), full_page=True)
+        judy.click("h2")
+        for k in ("3", "w", "a", "Enter"):
+            judy.keyboard.press(k)
+        judy.wait_for_function("() => (document.querySelector('#rs-progress')?.innerText || '').trim().startsWith('1 /')",
+                               timeout=15_000)
+        [adj] = store.adjudications("change")
+        assert adj["adjudicator"] == "judy" and adj["answers"]["label"] == "both"
+        assert adj["answers"]["interpretation_valid"] == "no" and set(adj["readers"]) == {"alice", "bob"}
+    finally:
+        srv.close()
+
+    # a restart: same store, new server process state; both still logged in
+    srv2 = _Server(store, ("change", "feature"), accounts, overlap=1.0, seed=3)
+    try:
+        for page in (alice, judy):
+            page.goto(srv2.url)
+            page.wait_for_selector("#rs-progress", timeout=30_000)
+            assert "password" not in page.content().lower() or page.query_selector("input[type=password]") is None
+        assert "Logged in as" in alice.inner_text("#rs-user") and "judy" in judy.inner_text("#rs-user")
+        assert judy.eval_on_selector("#rs-item", "e => e.dataset.mode") == "adj"
+    finally:
+        srv2.close()
+        store.close()

@@ -40,7 +40,7 @@ def test_demo_runs_the_papers_pipeline_and_ends_with_the_report_path(tmp_path, c
     assert manifest["engine"]["generation"]["stop"] == ["\n"]
     assert manifest["model"]["prompt"] == "few_shot" and "bf16_matmul" in manifest["cpu"]
     html = (out_dir / "runs" / "demo" / "report.html").read_text()
-    assert "Steered features and their interpretations" in html and chosen[0] in html
+    assert "Feature interpretations (detection F1)" in html and chosen[0] in html
     assert "What the demo found" in out and "judge calls: 0" in out and "features steered" in out
     with StudyStore.open(out_dir / "runs" / "demo") as store:
         assert store.count("generations") == 1 + len(chosen) * 2

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from evaluation.report_shape import is_report_shaped, report_shaped_count
-from evaluation.synthetic import make_synthetic_study, report_corpus_bytes, write_report_corpus
+from evaluation.synthetic import report_corpus_bytes, write_report_corpus
 from steering.errors import RadsteerError
 
 
@@ -58,33 +58,6 @@ def test_report_shape(text, shaped) -> None:
 
 def test_report_shaped_count() -> None:
     assert report_shaped_count(["Lungs are clear.", "**Bold** answer", "Heart size is normal."]) == (2, 3)
-
-
-def test_report_shows_the_steered_features_interpretations(tmp_path) -> None:
-    from evaluation.report import build_report
-    from steering.store.manifest import read_manifest, write_manifest
-
-    study = make_synthetic_study(tmp_path / "run", n_cases=6, n_features=3, alphas=(-5.0, 5.0))
-    csv = tmp_path / "interpretations.csv"
-    pd.DataFrame({
-        "feature_id": ["feat000", "feat001", "feat002", "f999"],
-        "description": ["mentions of <b>pleural effusion</b>", "mentions of pneumothorax", "cardiomegaly", "other"],
-        "targets": ["pleural_effusion", "pneumothorax", "cardiomegaly", "nodule"], "explainer": "lexicon",
-        "f1": [0.91, 0.8, 0.77, 0.95], "precision": 0.9, "recall": 0.9, "n_active": 20, "n_inactive": 30,
-    }).to_csv(csv, index=False)
-    manifest = read_manifest(study.run_dir)
-    manifest["feature_selection"] = {"interpretations": str(csv), "sha256": "ab" * 32, "min_f1": 0.75,
-                                     "max_features": 6, "concepts": ["finding", "device"],
-                                     "features": ["feat000", "feat001", "feat002"]}
-    write_manifest(study.run_dir, manifest)
-    html = build_report(study.run_dir).html_path.read_text()
-    assert "Steered features and their interpretations" in html
-    assert "mentions of &lt;b&gt;pleural effusion&lt;/b&gt;" in html  # escaped
-    assert "0.910" in html and "f999" not in html  # only the steered features
-    # without a selection the section is absent
-    manifest.pop("feature_selection")
-    write_manifest(study.run_dir, manifest)
-    assert "Steered features and their interpretations" not in build_report(study.run_dir).html_path.read_text()
 
 
 def test_install_demo_writes_protocols_and_corpora_and_keeps_user_edits(tmp_path) -> None:

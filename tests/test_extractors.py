@@ -134,3 +134,22 @@ def test_a_broken_plugin_is_one_line_not_a_traceback(tmp_path: Path) -> None:
                             capture_output=True, text=True, env=_env(dup))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("radsteer label: error: entity extractor 'lexicon' is registered twice")
+
+
+def test_no_import_cycle_among_the_extraction_modules() -> None:
+    """entities, vocabulary, lexicon, radgraph_mapping, radgraph_backend and the registry import
+    each other one way only (lazy imports inside functions included)."""
+    mods = ["entities", "vocabulary", "lexicon", "radgraph_mapping", "radgraph_backend", "extractors"]
+    graph: dict[str, set[str]] = {}
+    for m in mods:
+        tree = ast.parse((ROOT / "evaluation" / f"{m}.py").read_text(encoding="utf-8"))
+        found = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        found |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        graph[m] = {f.split(".")[1] for f in found if f.startswith("evaluation.") and f.split(".")[1] in mods}
+
+    def reaches(a: str, b: str, seen: frozenset[str] = frozenset()) -> bool:
+        return any(n == b or (n not in seen and reaches(n, b, seen | {n})) for n in graph[a])
+
+    assert not [m for m in mods if reaches(m, m)], graph
+    assert graph["extractors"] == set() and graph["entities"] == set()
+    assert "lexicon" not in graph["radgraph_mapping"]  # the mapping needs the vocabulary, not the parser

@@ -102,3 +102,4 @@ def test_detection_scores_edge_cases() -> None:
     assert nothing.precision is None and nothing.f1 == 0.0 and nothing.recall == 0.0
     with pytest.raises(ValueError):
         detection_scores([True], [])
+

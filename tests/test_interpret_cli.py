@@ -103,3 +103,39 @@ def test_interpret_and_select_errors_are_one_line(tmp_path, capsys) -> None:
     (bad / "interpretations.csv").write_text("feature_id,description,targets,explainer,f1\nf0,x,pacemaker,lexicon,0.5\n")
     assert main(["validate", steer]) == 2
     assert "no feature of" in capsys.readouterr().err
+
+
+def test_interpret_llm_through_the_cli_against_a_loopback_server(tmp_path, capsys, monkeypatch) -> None:
+    from tests.helpers_interpret import add_synthetic_feature, oracle_respond
+    from tests.helpers_judge import FakeOpenAIServer
+    from tests.helpers_steering import write_tiny_study
+
+    protocol = write_tiny_study(tmp_path, n_cases=1)
+    runs = tmp_path / "runs"
+    with StudyStore.open(runs / "tiny") as store:
+        add_synthetic_feature(store, "f0", "pacemaker")
+        add_synthetic_feature(store, "f1", "pneumothorax")
+    monkeypatch.setenv("RADSTEER_TEST_CLI_KEY", "sk-cli-SECRET-42")
+    mine = runs / "tiny" / "stats" / "my-notes.txt"  # a folder radsteer did not make: never written into
+    mine.parent.mkdir()
+    mine.write_text("mine")
+    with FakeOpenAIServer(api_key="sk-cli-SECRET-42", respond=oracle_respond) as srv:
+        args = ["interpret", str(protocol), "--runs-dir", str(runs), "--explainer", "llm", "--judge-model", "m",
+                "--judge-base-url", srv.base_url, "--judge-api-key-env", "RADSTEER_TEST_CLI_KEY", "--no-progress"]
+        assert main(args) == 2 and srv.requests == 0
+        assert "stats" in capsys.readouterr().err and mine.read_text() == "mine"
+        mine.unlink()
+        assert main(args) == 0
+        out = capsys.readouterr().out
+        sent = srv.requests
+        assert "2 of 2 features interpreted" in out and f"{sent} requests" in out
+        assert main([*args, "--force"]) == 0  # answered from the study's cache
+        assert srv.requests == sent and "0 requests" in capsys.readouterr().out
+    with open(runs / "tiny" / "stats" / "interpretations.csv", newline="") as fh:
+        rows = {r["feature_id"]: r for r in csv.DictReader(fh)}
+    assert rows["f0"]["explainer"] == "llm" and rows["f0"]["description"] == "mentions of pacemaker"
+    assert float(rows["f1"]["f1"]) == 1.0
+    assert "sk-cli-SECRET-42" not in (runs / "tiny" / "interpret.json").read_text()
+    monkeypatch.delenv("RADSTEER_TEST_CLI_KEY")
+    assert main(args) == 2  # the key variable is unset: one clear line, nothing sent
+    assert "RADSTEER_TEST_CLI_KEY" in capsys.readouterr().err

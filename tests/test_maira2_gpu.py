@@ -8,6 +8,11 @@ RADSTEER_MAIRA2_PATH: a local `huggingface-cli download microsoft/maira-2 --loca
 RADSTEER_MAIRA2_CASE (optional): a MAIRA-2 cases JSONL; its first study is reported. Without
 it a synthetic frontal radiograph-like image is used (the text then only shows the wiring works).
 The findings are printed and written to RADSTEER_MAIRA2_OUT (default: the test's tmp dir).
+
+It generates twice, with each source of image features (`image_features`: the backbone's
+layer-normed `feature_maps`, radsteer's default, and its raw `hidden_states`, what the later
+official code feeds the projector), and prints the two reports side by side: whichever reads as
+a radiologist's report of the image is the one the released weights were trained with.
 """
 
 from __future__ import annotations
@@ -39,9 +44,20 @@ def _synthetic_frontal(path: Path) -> Path:
     return path
 
 
+def _side_by_side(left: str, right: str, titles: tuple[str, str], width: int = 60) -> str:
+    import textwrap
+
+    a, b = textwrap.wrap(left, width) or [""], textwrap.wrap(right, width) or [""]
+    rows = [f"{titles[0]:<{width}} | {titles[1]}", f"{'-' * width}-+-{'-' * width}"]
+    rows += [f"{x:<{width}} | {y}" for x, y in zip(a + [""] * (len(b) - len(a)), b + [""] * (len(a) - len(b)),
+                                                   strict=True)]
+    return "\n".join(rows)
+
+
 def test_real_maira2_writes_a_findings_section(tmp_path) -> None:
+    from protocols.cases import read_cases_jsonl
     from steering.maira2.adapter import Maira2Adapter
-    from steering.maira2.cases import read_cases
+    from steering.maira2.cases import parse_case
 
     adapter = Maira2Adapter.from_pretrained(SNAPSHOT, dtype="bfloat16", device="cuda")
     assert adapter.num_layers == 32 and adapter.hidden_size == 4096 and adapter.default_layer == 15
@@ -50,7 +66,8 @@ def test_real_maira2_writes_a_findings_section(tmp_path) -> None:
 
     case_file = os.environ.get("RADSTEER_MAIRA2_CASE")
     if case_file:
-        case = read_cases(case_file)[0]
+        base = Path(case_file).parent
+        case = read_cases_jsonl(case_file, lambda row, where: parse_case(row, base_dir=base, where=where))[0]
     else:
         case = {"case_id": "synthetic", "frontal": str(_synthetic_frontal(tmp_path / "frontal.png")),
                 "indication": "Dyspnoea.", "technique": "PA view."}
@@ -58,9 +75,17 @@ def test_real_maira2_writes_a_findings_section(tmp_path) -> None:
     n_images = sum(case.get(k) is not None for k in ("frontal", "lateral", "prior_frontal"))
     assert ids.count(32204) == 1369 * n_images
 
-    findings = adapter.generate_report(case, max_new_tokens=300)
     out_dir = Path(os.environ.get("RADSTEER_MAIRA2_OUT", tmp_path))
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{case['case_id']}.findings.txt").write_text(findings + "\n")
-    print(f"\n{case['case_id']} findings:\n{findings}")
-    assert len(findings.split()) >= 3 and "<obj>" not in findings and "<image>" not in findings
+    findings = {}
+    for source in ("feature_maps", "hidden_states"):  # same weights: only the projector's input changes
+        adapter.model.model.image_features = source
+        findings[source] = adapter.generate_report(case, max_new_tokens=300)
+        suffix = "" if source == "feature_maps" else f".{source}"
+        (out_dir / f"{case['case_id']}.findings{suffix}.txt").write_text(findings[source] + "\n")
+    adapter.model.model.image_features = "feature_maps"
+    print(f"\n{case['case_id']}: findings by image-feature source\n"
+          + _side_by_side(findings["feature_maps"], findings["hidden_states"],
+                          ("image_features: feature_maps (default)", "image_features: hidden_states")))
+    for text in findings.values():
+        assert len(text.split()) >= 3 and "<obj>" not in text and "<image>" not in text

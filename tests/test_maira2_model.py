@@ -51,6 +51,28 @@ def test_logits_equal_the_hand_composition(maira2_snapshot, maira2_adapter) -> N
     assert not torch.allclose(wrong, expected, atol=1e-3)
 
 
+@torch.no_grad()
+def test_image_features_hidden_states_equal_their_hand_composition(maira2_snapshot, maira2_adapter) -> None:
+    """`image_features: hidden_states` (the later official code): the raw last hidden state of the
+    backbone feeds the projector; the default stays the layer-normed feature map."""
+    case = maira2_snapshot.study()
+    raw = Maira2Adapter.from_pretrained(maira2_snapshot.path, dtype="float32", device="cpu",
+                                        image_features="hidden_states")
+    assert maira2_adapter.model.model.image_features == "feature_maps" and maira2_adapter.name == "maira-2"
+    assert raw.name == "maira-2-hidden_states" and raw.load_facts["image_features"] == "hidden_states"
+    ref = load_reference(maira2_snapshot.path)
+    ids = torch.tensor([raw.prompt_ids(case)])
+    pixels = raw.pixel_values(case)
+    expected = hand_composition(ref, ids, pixels, raw.image_token_id, layernormed=False)
+    torch.testing.assert_close(raw.model(inputs_embeds=raw.embed(ids, [raw.case_extras(case)])).logits, expected,
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(raw.model(input_ids=ids, pixel_values=pixels).logits, expected, rtol=1e-5, atol=1e-5)
+    layernormed = hand_composition(ref, ids, pixels, raw.image_token_id)
+    assert not torch.allclose(layernormed, expected, atol=1e-3)  # the two sources really differ here
+    with pytest.raises(RadsteerError, match="image_features must be one of"):
+        Maira2Adapter.from_pretrained(maira2_snapshot.path, dtype="float32", device="cpu", image_features="cls")
+
+
 def test_generates_from_frontal_lateral_prior(maira2_snapshot, maira2_adapter) -> None:
     adapter = maira2_adapter
     assert adapter.load_facts == {"tensors": 72, "shards": 2, "dtype": "float32", "device": "cpu"}

@@ -132,3 +132,37 @@ def test_resolve_case_images_for_protocol_rows(maira2_snapshot) -> None:
     assert case["frontal"] == str(maira2_snapshot.images["frontal"].resolve()) and case["split"] == "tune"
     with pytest.raises(RadsteerError, match=r"cases.jsonl \(case 'p1'\): frontal image of case 'p1' not found"):
         resolve_case_images({**row, "frontal": "missing.png"}, maira2_snapshot.cases_file)
+
+
+def test_image_features_choice_is_recorded_in_the_manifest(maira2_snapshot, maira2_adapter, tmp_path, capsys) -> None:
+    import yaml
+
+    g = torch.Generator().manual_seed(0)
+    d = maira2_adapter.hidden_size
+    torch.save({"W_enc": torch.randn(d, 2, generator=g), "b_enc": torch.zeros(2),
+                "W_dec": torch.randn(2, d, generator=g), "b_dec": torch.zeros(d)}, tmp_path / "ae.pt")
+    protocol = {
+        "name": "m2", "model": {"kind": "maira2", "path": str(maira2_snapshot.path), "dtype": "float32",
+                                "device": "cpu", "image_features": "hidden_states"},
+        "features": {"source": "sae", "path": "ae.pt", "items": [{"id": "f0", "targets": ["pleural_effusion"]}]},
+        "layer": 1, "alphas": [1.0], "generation": {"max_new_tokens": 2, "batch_size": 2},
+        "cases": {"path": str(maira2_snapshot.cases_file), "limit": 1},
+    }
+    path = tmp_path / "m2.yaml"
+    path.write_text(yaml.safe_dump(protocol, sort_keys=False))
+    runs = tmp_path / "runs"
+    assert main(["sweep", str(path), "--runs-dir", str(runs), "--no-progress"]) == 0
+    manifest = json.loads((runs / "m2" / "manifest.json").read_text())
+    assert manifest["model"]["image_features"] == "hidden_states" and manifest["model"]["name"] == "maira-2-hidden_states"
+    # the default is recorded too, and other model kinds refuse the option
+    protocol["model"].pop("image_features")
+    protocol["name"] = "m2-default"
+    path.write_text(yaml.safe_dump(protocol, sort_keys=False))
+    assert main(["sweep", str(path), "--runs-dir", str(runs), "--no-progress"]) == 0
+    default = json.loads((runs / "m2-default" / "manifest.json").read_text())
+    assert default["model"]["image_features"] == "feature_maps" and default["settings_hash"] != manifest["settings_hash"]
+    protocol["model"].update(kind="hf_causal_lm", image_features="hidden_states")
+    path.write_text(yaml.safe_dump(protocol, sort_keys=False))
+    capsys.readouterr()
+    assert main(["validate", str(path)]) == 2
+    assert "image_features applies to MAIRA-2 only" in capsys.readouterr().err

@@ -60,7 +60,8 @@ def test_report_in_headless_chromium(report: Path, tmp_path: Path) -> None:
         try:
             # bypass_csp: the report's own Content-Security-Policy would also stop an injected script;
             # switching it off here makes "never run" below a test of the escaping alone
-            context = browser.new_context(viewport={"width": 1200, "height": 900}, bypass_csp=True)
+            context = browser.new_context(viewport={"width": 1200, "height": 900}, bypass_csp=True,
+                                          accept_downloads=True)
             page = context.new_page()
             page.on("request", lambda r: requests.append(r.url))
             page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
@@ -72,7 +73,15 @@ def test_report_in_headless_chromium(report: Path, tmp_path: Path) -> None:
             body = page.inner_text("body")
             pwned = page.evaluate("typeof window.__pwned")
             n_svg = page.locator("svg.rs-fig").count()
+            boxes = [page.locator("svg.rs-fig").nth(i).bounding_box() for i in range(n_svg)]
             headings = page.locator("h2").all_inner_texts()
+            first_table = page.locator("section#summary table").first.inner_text()
+            # every table downloads as CSV from its data URI, with no request
+            with page.expect_download() as dl:
+                page.locator("section#summary a.dl").click()
+            download = dl.value
+            csv_name, csv_text = download.suggested_filename, Path(download.path()).read_text(encoding="utf-8")
+            n_links = page.locator("a.dl").count()
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
@@ -83,6 +92,15 @@ def test_report_in_headless_chromium(report: Path, tmp_path: Path) -> None:
     assert requests == [url], f"the report made requests beyond itself: {requests}"
     assert PAYLOAD in body  # shown as text ...
     assert pwned == "undefined"  # ... and never run
-    assert n_svg == 3  # forest plot, dose–response, positive vs negative
-    for h in ("Flow of cases and rows", "Agreement", "Example baseline / steered pairs", "Manifest"):
+    assert n_svg == 4  # stacked bars, positive vs negative, forest plot, dose–response (|α| ∈ {5, 10})
+    for box in boxes:  # drawn, with a real size, inside the page's width
+        assert box is not None and box["width"] > 200 and box["height"] > 150 and box["x"] + box["width"] <= 1200
+    # the summary table comes first, then the stacked bars
+    assert headings[0] == "Summary" and headings[1] == "Outcomes per feature and direction"
+    assert "rows planned / stored\t40 / 40" in first_table and "on-target rate, +α" in first_table
+    assert csv_name == "summary.csv" and csv_text.startswith("measure,value,estimate,ci_low,ci_high,n")
+    assert "rows planned / stored,40 / 40,40" in csv_text
+    assert n_links >= 8
+    for h in ("Flow of cases and rows", "Agreement", "Example baseline / steered pairs", "Manifest",
+              "Reporting checklist", "Dose–response over |α|"):
         assert any(x.startswith(h) for x in headings), (h, headings)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from evaluation import agreement, correlation, dose_response, multiplicity, rates
@@ -77,8 +78,42 @@ def test_spearman_five_pairs_by_hand() -> None:
     # ranks equal values; d = (−1, 1, −1, 1, 0), Σd² = 4, ρ = 1 − 6·4/(5·24) = 0.8
     res = correlation.spearman_bootstrap([1, 2, 3, 4, 5], [2, 1, 4, 3, 5], n_boot=500, seed=1)
     assert res.rho == pytest.approx(0.8)
-    assert -1 <= res.ci_low <= res.ci_high <= 1
-    assert res.n == 5 and "only 5 features" in res.note
+    # exact p: pairings with |ρ| ≥ 0.8 are those with Σd² ≤ 4 — the identity (Σd² = 0), the 4 adjacent
+    # swaps (2) and the 3 pairs of disjoint adjacent swaps (4) — and their 8 reversals: 16 of 5! = 120
+    assert res.p_value == pytest.approx(16 / 120) and res.p_method == "exact permutation"
+    # scipy's t approximation says 0.104: not what a 5-feature study should report
+    assert abs(res.p_value - 0.104) > 0.02
+    # five features: no bootstrap interval, and the note says why
+    assert np.isnan(res.ci_low) and np.isnan(res.ci_high) and res.n == 5 and "only 5 features" in res.note
+
+
+def test_exact_spearman_p_by_hand_small_and_tied() -> None:
+    # n = 4, y = (1, 3, 2, 4): ρ = 0.8; |ρ| ≥ 0.8 for the identity, 3 adjacent swaps and their 4 reversals
+    assert correlation.exact_spearman_p([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(8 / 24)
+    # n = 3, perfect order: only the identity and the reversal reach |ρ| = 1 → 2/6
+    assert correlation.exact_spearman_p([0.1, 0.5, 0.9], [0.2, 0.4, 0.8]) == pytest.approx(2 / 6)
+    # ties (average ranks): x = (1, 2, 3, 4), y = (0, 0, 1, 1) → ry = (1.5, 1.5, 3.5, 3.5); ρ = 2/√5 ≈ 0.894.
+    # A pairing reaches |ρ| = 0.894 exactly when the two tied-high y values land on x ranks {3, 4} or {1, 2}:
+    # 2 choices × 2! × 2! = 8 of 24 pairings
+    assert correlation.exact_spearman_p([1, 2, 3, 4], [0, 0, 1, 1]) == pytest.approx(8 / 24)
+    # n = 10 (10! pairings) agrees with a seeded Monte-Carlo permutation estimate
+    rng = np.random.default_rng(3)
+    x, y = rng.random(10), rng.random(10)
+    exact = correlation.exact_spearman_p(x, y)
+    rho = stats.spearmanr(x, y).statistic
+    draws = np.array([stats.spearmanr(x, rng.permutation(y)).statistic for _ in range(4000)])
+    assert exact == pytest.approx(float(np.mean(np.abs(draws) >= abs(rho) - 1e-12)), abs=0.03)
+    with pytest.raises(ValueError):
+        correlation.exact_spearman_p(np.arange(11), np.arange(11))
+
+
+def test_spearman_bootstrap_interval_from_ten_features_and_t_p_above() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random(12)
+    res = correlation.spearman_bootstrap(x, x + rng.random(12) * 0.5, n_boot=300, seed=1)
+    assert res.p_method == "t approximation" and -1 <= res.ci_low <= res.rho <= res.ci_high <= 1
+    res10 = correlation.spearman_bootstrap(x[:10], x[:10] + rng.random(10) * 0.5, n_boot=300, seed=1)
+    assert res10.p_method == "exact permutation" and np.isfinite(res10.ci_low) and res10.note == ""
 
 
 def test_fleiss_kappa_tiny_table_by_hand() -> None:

@@ -74,3 +74,27 @@ def test_sqlite_is_in_wal_mode(tmp_path) -> None:
 def test_store_does_not_import_torch() -> None:
     code = "import sys, steering.store, steering; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_typed_repositories_round_trip(store: StudyStore) -> None:
+    """The judge cache and the miner's state through typed methods, on both backends."""
+    from steering.store.repositories import MiningCheckpoint
+
+    store.cache_judge_response("m", "h1", {"on_target": True})
+    store.cache_judge_response("m", "h1", {"on_target": False})  # a newer answer replaces the old
+    hashes = [f"x{i}" for i in range(1200)] + ["h1"]  # more ids than one IN (...) chunk
+    assert store.cached_judge_responses("m", hashes) == {"h1": {"on_target": False}}
+    assert store.cached_judge_responses("other", ["h1"]) == {}
+
+    assert store.mining_checkpoint("k") is None
+    store.save_mining_checkpoint(MiningCheckpoint("k", 2, b"\x00\xffstate"), ["d1", "d2"])
+    store.save_mining_checkpoint(MiningCheckpoint("k", 3, b"later"), ["d2", "d3"])
+    assert store.mining_checkpoint("k") == MiningCheckpoint("k", 3, b"later")
+    assert store.mined_documents("k", ["d1", "d3", "d9"]) == {"d1", "d3"}
+
+    ctx = [dict(feature_id="f1", kind="top", rank=r, activation=1.0, doc_id="d", token_index=0, tokens=["a"],
+                activations=[1.0]) for r in range(3)]
+    stats = [dict(feature_id="f1", corpus_hash="k", n_tokens=5, frequency=0.2, max_activation=1.0, quantiles={})]
+    assert store.replace_feature_evidence(["f1"], iter(ctx), stats, chunk=2) == 3
+    assert store.replace_feature_evidence(["f1"], iter(ctx[:1]), stats) == 1  # replaced, not added
+    assert store.count("feature_contexts") == 1 and store.count("feature_stats") == 1

@@ -80,3 +80,18 @@ def test_label_refuses_unknown_targets_before_extracting(tmp_path, capsys) -> No
     assert main(["label", str(pairs), "-o", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert f"{pairs}:2: field 'target': target 'no_such_concept'" in err and not out.exists()
+
+
+def test_radsteer_label_labels_the_family_pairs_as_written(tmp_path, capsys) -> None:
+    """The 75 hand-written family pairs through the real CLI: every label as written."""
+    pairs = yaml.safe_load((Path(__file__).parent / "data" / "family_pairs.yaml").read_text(encoding="utf-8"))
+    src = tmp_path / "family.jsonl"
+    src.write_text("".join(json.dumps({k: p[k] for k in ("id", "baseline", "steered", "target", "direction")}) + "\n"
+                           for p in pairs))
+    out = tmp_path / "labels.jsonl"
+    assert main(["label", str(src), "-o", str(out), "--quiet"]) == 0
+    rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert {pid: rows[pid]["label"] for pid in rows} == {p["id"]: p["label"] for p in pairs}
+    worse = rows["lon-stable-to-increased"]
+    assert worse["evidence"]["targets"] == ["worsening"]
+    assert worse["evidence"]["on_target"][0]["change_after"] == "increased"

@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the case as inline JSON, or the path of a JSON file (image paths relative to it)")
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="default: the model's (300 for MAIRA-2, 450 grounded; 64 otherwise)")
+    parser.add_argument("--image-features", choices=("feature_maps", "hidden_states"), default="feature_maps",
+                        help="MAIRA-2: the vision output fed to the projector (default feature_maps)")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true", help="print JSON instead of columns")
@@ -98,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
             raise RadsteerError(f"{args.bank}: no steering layer known ({why}); give --layer L, the decoder layer "
                                 f"whose output the SAE was trained on")
     feature = bank.canonical_id(args.feature) if bank is not None else None  # fail before loading a model
-    adapter = load_adapter(args.model_kind, args.model, dtype=args.dtype, device=args.device)
+    adapter = load_adapter(args.model_kind, args.model, dtype=args.dtype, device=args.device,
+                           image_features=args.image_features)
     layer = args.layer if args.layer is not None else (bank.layer if bank is not None else adapter.default_layer)
     max_new_tokens = args.max_new_tokens or adapter.default_max_new_tokens
     spec = SteeringSpec(layer=layer, space=args.vector_space, unit_norm=args.unit_norm,

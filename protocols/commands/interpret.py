@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from evaluation.judge_cache import StoreJudgeCache
     from protocols.study import Study
     from steering.errors import RadsteerError
+    from steering.store.files import write_atomic
 
     if args.top_shown < 1:
         raise RadsteerError(f"--top-shown must be at least 1, not {args.top_shown}")
@@ -83,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
                   f"{args.explainer}) with explainer {args.explainer}, scorer {scorer}; "
                   f"at most {n_req} LLM requests before the cache (dry run: nothing written)")
             return 0
+        from steering.store.files import claim_dir, only_files_like
+
+        stats_dir = claim_dir(study.run_dir / "stats", "stats", what="statistics tables",  # refuse early
+                              recognise=lambda p: only_files_like(p, ".csv", ".parquet"))
         meta = None
         if study.protocol.features.source == "concept":  # concept ids are names: their rows come from the bank
             bank = study.load_bank()
@@ -108,9 +113,9 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if bar is not None:
                 bar.close()
-        csv_path = study.run_dir / "stats" / "interpretations.csv"
+        csv_path = stats_dir / "interpretations.csv"
         n = write_interpretations_csv(store, csv_path, args.explainer)
-    (study.run_dir / "interpret.json").write_text(json.dumps({
+    write_atomic(study.run_dir / "interpret.json", json.dumps({
         "explainer": args.explainer, "scorer": scorer, "settings_hash": interp.settings_hash(),
         "explainer_settings": interp.explainer.describe(), "scorer_settings": interp.scorer.describe(),
         "split": split.describe(), "features": len(ids),

@@ -65,17 +65,30 @@ class Maira2Adapter(ModelAdapter):
         device: str = "auto",
         grounded: bool = False,
         name: str | None = None,
+        image_features: str = "feature_maps",
     ) -> Maira2Adapter:
-        """Load a local microsoft/maira-2 snapshot (bf16 on a GPU, fp32 on the CPU by default)."""
-        from steering.maira2.loading import load_model, load_tokenizer
+        """Load a local microsoft/maira-2 snapshot (bf16 on a GPU, fp32 on the CPU by default).
 
+        `image_features`: "feature_maps" (the backbone's layer-normed feature map, the default) or
+        "hidden_states" (its raw last hidden state) — the two published versions of the official
+        code differ here (steering/maira2/modeling.py); the choice is part of the adapter's name,
+        hence of the settings hash, and recorded in the manifest."""
+        from steering.maira2.loading import load_model, load_tokenizer
+        from steering.maira2.modeling import IMAGE_FEATURE_SOURCES
+
+        if image_features not in IMAGE_FEATURE_SOURCES:
+            raise RadsteerError(f"image_features must be one of {', '.join(IMAGE_FEATURE_SOURCES)}, "
+                                f"not {image_features!r}")
         path = Path(path)
         model, facts = load_model(path, dtype=dtype, device=device)  # checks the directory first
+        model.model.image_features = image_features
         tokenizer = load_tokenizer(path)
+        default = "maira-2" + ("-grounded" if grounded else "")
         return cls(
             model, tokenizer, image_settings=ImageSettings.from_snapshot(path),
             chat_template=find_chat_template(tokenizer, path), grounded=grounded,
-            name=name or "maira-2" + ("-grounded" if grounded else ""), path=str(path), load_facts=facts,
+            name=name or default + ("" if image_features == "feature_maps" else f"-{image_features}"),
+            path=str(path), load_facts={**facts, "image_features": image_features},
         )
 
     # -- model facts ------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 MAIRA-2 is LLaVA with three differences, all reproduced here:
 - the vision tower is a `Dinov2Backbone` (RAD-DINO), not a CLIP vision model;
-- image features are the backbone's *feature map* of the configured stage (its hidden state with
-  the backbone's final LayerNorm applied), CLS dropped for strategy "default" — not the raw
-  `hidden_states` that `LlavaModel.get_image_features` takes;
+- image features are, by default, the backbone's *feature map* of the configured stage (its
+  hidden state with the backbone's final LayerNorm applied), CLS dropped for strategy "default",
+  as the earlier published `modeling_maira2.py` does; the later one (the version that runs on
+  transformers 4.51) feeds the raw `hidden_states[vision_feature_layer]` (no final LayerNorm).
+  `image_features` chooses: "feature_maps" (default) or "hidden_states" (IMAGE_FEATURE_SOURCES);
 - the projector is `projector_n_layers` Linear layers with the activation between them, kept in
   an `nn.Sequential` called `layers`, so its parameters are `multi_modal_projector.layers.{0,2,4,6}`
   exactly as in the official checkpoint.
@@ -26,6 +28,8 @@ from transformers.models.llava.modeling_llava import (
 )
 
 from steering.maira2.config import Maira2Config
+
+IMAGE_FEATURE_SOURCES = ("feature_maps", "hidden_states")
 
 
 class Maira2Projector(nn.Module):
@@ -56,13 +60,21 @@ class Maira2Model(LlavaModel):
         self.vision_tower = Dinov2Backbone(config.vision_config)
         self.multi_modal_projector = Maira2Projector(config)
         self.language_model = AutoModel.from_config(config.text_config)
+        self.image_features = "feature_maps"  # which vision output feeds the projector (module docstring)
         self.post_init()
 
     def select_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Backbone feature map [n_images, tokens, d_vision] that the projector consumes."""
+        """Backbone output [n_images, tokens, d_vision] that the projector consumes: the
+        layer-normed feature map, or the raw hidden state (`image_features`)."""
         cfg = self.config
-        out = self.vision_tower(pixel_values.to(self.vision_tower.dtype))
-        selected = out.feature_maps[cfg.vision_feature_layer]
+        if self.image_features == "hidden_states":
+            out = self.vision_tower(pixel_values.to(self.vision_tower.dtype), output_hidden_states=True)
+            selected = out.hidden_states[cfg.vision_feature_layer]
+        elif self.image_features == "feature_maps":
+            out = self.vision_tower(pixel_values.to(self.vision_tower.dtype))
+            selected = out.feature_maps[cfg.vision_feature_layer]
+        else:
+            raise ValueError(f"image_features must be one of {IMAGE_FEATURE_SOURCES}, not {self.image_features!r}")
         if cfg.vision_feature_select_strategy == "default":
             selected = selected[:, 1:]  # drop CLS
         return selected

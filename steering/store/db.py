@@ -21,7 +21,9 @@ from steering.errors import RadsteerError
 from steering.store import schema
 from steering.store.location import DB_FILENAME, public_url, record_url, resolve_url
 from steering.store.reader_study import ReaderStudyMixin
+from steering.store.repositories import RepositoryMixin
 from steering.store.schema import TABLES
+from steering.store.versioning import ensure_schema
 
 __all__ = ["DB_FILENAME", "StudyStore"]
 
@@ -35,7 +37,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
-class StudyStore(ReaderStudyMixin):
+class StudyStore(ReaderStudyMixin, RepositoryMixin):
     """Access to one study's database.
 
     >>> store = StudyStore.open("runs/demo")          # runs/demo/study.sqlite
@@ -50,8 +52,12 @@ class StudyStore(ReaderStudyMixin):
             raise RadsteerError(f"study store {public_url(url)}: {str(exc).splitlines()[0]}") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        try:
-            schema.metadata.create_all(self.engine)
+        sqlite_file = Path(self.engine.url.database) if self.is_sqlite and self.engine.url.database else None
+        try:  # create, or upgrade to the newest schema version (Alembic); a newer one is refused
+            self.upgraded_from = ensure_schema(self.engine, where=public_url(url), sqlite_file=sqlite_file)
+        except RadsteerError:
+            self.engine.dispose()
+            raise
         except SQLAlchemyError as exc:  # unreachable server, wrong database, no permission
             self.engine.dispose()
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
@@ -180,26 +186,38 @@ class StudyStore(ReaderStudyMixin):
             return {(r.case_id, r.feature_id, float(r.alpha)) for r in conn.execute(stmt)}
 
     def add_generations(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Store a finished batch in one transaction; rows already stored are left untouched."""
-        return self.insert_ignore("generations", rows)
+        """Store a finished batch in one transaction; rows already stored are left untouched.
+        Rows carry `error` only when they failed, so grouping by columns keeps one statement each."""
+        groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+        for r in rows:
+            groups.setdefault(tuple(sorted(r)), []).append(r)
+        n = 0
+        with self.transaction() as conn:
+            for group in groups.values():
+                n += self.insert_ignore("generations", group, conn=conn)
+        return n
 
     def generations_with_baselines(self) -> pd.DataFrame:
         """Each steered generation beside its case's baseline (same settings, α = 0).
 
-        Columns: generation_id, case_id, feature_id, alpha, settings_hash, text,
-        baseline_generation_id, baseline_text, description, target_concepts.
+        Columns: generation_id, case_id, feature_id, alpha, settings_hash, text, error,
+        baseline_generation_id, baseline_text, baseline_error, description, target_concepts
+        (`error`/`baseline_error`: why that generation failed, else None).
         """
         g = self.dataframe("generations")
+        if "error" not in g.columns:  # a study made before generations had the column
+            g["error"] = None
         f = self.dataframe("features")
         if g.empty:
             return pd.DataFrame(
                 columns=[
-                    "generation_id", "case_id", "feature_id", "alpha", "settings_hash", "text",
-                    "baseline_generation_id", "baseline_text", "description", "target_concepts",
+                    "generation_id", "case_id", "feature_id", "alpha", "settings_hash", "text", "error",
+                    "baseline_generation_id", "baseline_text", "baseline_error", "description", "target_concepts",
                 ]
             )
-        base = g[g.feature_id == schema.BASELINE_FEATURE][["case_id", "settings_hash", "id", "text"]]
-        base = base.rename(columns={"id": "baseline_generation_id", "text": "baseline_text"})
+        base = g[g.feature_id == schema.BASELINE_FEATURE][["case_id", "settings_hash", "id", "text", "error"]]
+        base = base.rename(columns={"id": "baseline_generation_id", "text": "baseline_text",
+                                    "error": "baseline_error"})
         steered = g[g.feature_id != schema.BASELINE_FEATURE].rename(columns={"id": "generation_id"})
         out = steered.merge(base, on=["case_id", "settings_hash"], how="left")
         out = out.merge(f[["feature_id", "description", "target_concepts"]], on="feature_id", how="left")

@@ -63,8 +63,10 @@ generations = Table(
     Column("settings_hash", String(64), nullable=False),
     Column("text", Text, nullable=False),
     Column("n_tokens", Integer, nullable=False),
-    Column("finish_reason", String(16), nullable=False),  # "eos" | "length"
+    Column("finish_reason", String(16), nullable=False),  # "eos" | "stop" | "length" | "error"
     Column("seconds", Float, nullable=False),
+    # why a row failed (finish_reason "error", e.g. non-finite logits); NULL for a report
+    Column("error", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), server_default=func.now()),
     UniqueConstraint("case_id", "feature_id", "alpha", "settings_hash", name="uq_generation"),
 )
