@@ -47,6 +47,7 @@ def main() -> None:
         t_fill = time.perf_counter() - t0
         n_steered = syn.n_generations - args.cases
 
+        c0 = time.process_time()
         t0 = time.perf_counter()
         data = load_study(run_dir)
         t_load = time.perf_counter() - t0
@@ -56,15 +57,19 @@ def main() -> None:
         t0 = time.perf_counter()
         res = build_report(run_dir, run_dir / "report.html", stats=stats, data=data, n_examples=12)
         t_report = time.perf_counter() - t0
+        cpu_report = time.process_time() - c0
         size_mb = res.html_path.stat().st_size / 1e6
         t_pdf, pages = float("nan"), 0
+        cpu_pdf = float("nan")
         if not args.no_pdf:
             from evaluation.report_pdf import write_pdf
 
             html = res.html_path.read_text(encoding="utf-8")
+            c0 = time.process_time()
             t0 = time.perf_counter()
             pdf = write_pdf(html, run_dir / "report.pdf")
             t_pdf = time.perf_counter() - t0
+            cpu_pdf = time.process_time() - c0
             try:
                 import pypdf
 
@@ -79,6 +84,8 @@ def main() -> None:
     print(f"  statistics      {t_stats:6.2f} s")
     print(f"  report + tables {t_report:6.2f} s  (HTML {size_mb:.2f} MB, {len(res.files)} files)")
     print(f"  PDF             {t_pdf:6.2f} s  ({pages} pages)")
+    print(f"  CPU time of this process: load + statistics + report {cpu_report:.2f} s, PDF {cpu_pdf:.2f} s "
+          f"(wall clock above depends on what else the machine runs)")
     print(f"report_seconds_20k={total:.2f} pdf_seconds_20k={t_pdf:.2f}")
 
 

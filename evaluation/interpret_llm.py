@@ -125,13 +125,39 @@ def _known_target(cid: str) -> str | None:
         return None
 
 
+class BufferedCache:
+    """Reads through to the study's cache; writes are kept and flushed together after each batch
+    of requests (one transaction instead of one commit per answer inside the event loop, which
+    would stall every request in flight). A kill loses at most one batch's answers — asked again."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.pending: list[tuple[str, str, dict[str, Any]]] = []
+
+    def get_many(self, model: str, hashes: Any) -> dict[str, dict[str, Any]]:
+        return self.inner.get_many(model, hashes)
+
+    def put(self, model: str, prompt_hash: str, response: dict[str, Any]) -> None:
+        self.pending.append((model, prompt_hash, response))
+
+    def flush(self) -> None:
+        rows, self.pending = self.pending, []
+        if not rows:
+            return
+        if hasattr(self.inner, "put_many"):
+            self.inner.put_many(rows)
+        else:
+            for m, h, r in rows:
+                self.inner.put(m, h, r)
+
+
 class LLMChannel:
     """The judge's client shared by the llm explainer and scorer, with one budget for the whole run."""
 
     def __init__(self, config: JudgeConfig, cache: Any = None) -> None:
         self.config = config
         self.judge = LLMJudge(config)  # reads the key now: a missing variable fails before any work
-        self.cache = cache
+        self.cache = BufferedCache(cache) if cache is not None else None
         self.requests = self.cached = self.prompt_tokens = self.completion_tokens = 0
 
     def ask(self, requests: Sequence[ChatRequest]) -> list[JudgeResult]:
@@ -144,6 +170,8 @@ class LLMChannel:
             results = self.judge.chat_many(requests, cache=self.cache)
         finally:
             self.judge.config = cfg
+            if self.cache is not None:
+                self.cache.flush()
         st = self.judge.stats
         self.requests += st.requests
         self.cached += st.cached

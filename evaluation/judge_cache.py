@@ -43,3 +43,7 @@ class StoreJudgeCache:
 
     def put(self, model: str, prompt_hash: str, response: dict[str, Any]) -> None:
         self.store.cache_judge_response(model, prompt_hash, response)
+
+    def put_many(self, rows: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Many (model, prompt hash, response) rows in one transaction."""
+        self.store.cache_judge_responses(rows)

@@ -214,6 +214,12 @@ def headline_table(ctx: ReportContext) -> pd.DataFrame:
             f"{s.n} features)", s.rho, s.ci_low if _finite(s.ci_low) else None, s.ci_high if _finite(s.ci_high) else None, s.n)
     else:
         add("positive vs negative on-target, Spearman ρ", f"not estimable: {s.note}")
+    rs = st.reader
+    c = rs.coherence[rs.coherence.feature_id == "(all)"] if rs is not None and not rs.coherence.empty else None
+    if c is not None and not c.empty:
+        r = c.iloc[0]
+        add("incoherent steered reports, radiologists (Wilson 95% CI)", f"{_pct_ci(r.p_incoherent, r.p_incoherent_low, r.p_incoherent_high)} (n = {r.n_coherence})",
+            r.p_incoherent, r.p_incoherent_low, r.p_incoherent_high, r.n_coherence)
     kv = st.kappa_vs_radiologist
     if kv.empty:
         add("agreement with radiologists", "no radiologist reads" if data.reads.empty else "no items with both labels")
@@ -370,6 +376,7 @@ SECTIONS: list[Section] = [
     Section("tests", "Per-feature tests", render_tests),
     Section("agreement", "Agreement", render_agreement),
     Section("interpretations", "Feature interpretations (detection F1)", lambda ctx: render_interpretation(ctx)),
+    Section("reader-study", "Reader study: every answer, coherence, completion", lambda ctx: render_reader_study(ctx)),
     Section("flow", "Flow of cases and rows", render_flow),
     Section("checklist", "Reporting checklist", render_checklist),
     Section("notes", "Deviations, degenerate data and notes", render_notes),
@@ -476,6 +483,13 @@ def render_html(data: StudyData, stats: StudyStatistics, *, title: str | None = 
     )
 
 
+def render_reader_study(ctx: ReportContext) -> str | None:
+    """The reader study's answers, agreement, coherence and completion (left out without reads)."""
+    from evaluation.reader_report import render_reader_study as render
+
+    return render(ctx)
+
+
 def render_interpretation(ctx: ReportContext) -> str | None:
     """Feature interpretations (radsteer interpret / features.select): counts, F1 histogram, precision vs
     recall, ρ, categories, validity. Left out when the study has none."""
@@ -540,11 +554,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, stats: S
         raise RadsteerError(f"{out} exists and is not a radsteer report; radsteer will not overwrite it: "
                             f"choose another output file")
     if pdf:  # checked before anything is written
-        from evaluation.report_pdf import is_radsteer_pdf
+        from evaluation.report_pdf import check_pdf_target
 
-        if out.with_suffix(".pdf").exists() and not is_radsteer_pdf(out.with_suffix(".pdf")):
-            raise RadsteerError(f"{out.with_suffix('.pdf')} exists and is not a radsteer report PDF; radsteer "
-                                f"will not overwrite it: move it or choose another output file")
+        check_pdf_target(out.with_suffix(".pdf"))
     out.parent.mkdir(parents=True, exist_ok=True)
     tables_dir = claim_dir(out.parent / f"{out.stem}_tables", "report_tables", what="the report's tables",
                            recognise=lambda d: _is_radsteer_report(out) and only_files_like(d, ".csv", ".parquet"))

@@ -28,8 +28,8 @@ def is_radsteer_pdf(path: Path) -> bool:
     return b"/ID [(" + PDF_ID + b")" in tail
 
 
-def write_pdf(html_text: str, out: str | Path) -> Path:
-    """Render `html_text` to `out` (written beside and renamed into place)."""
+def check_pdf_target(out: str | Path):
+    """Before anything is written: WeasyPrint importable and `out` free or our own; returns the module."""
     out = Path(out)
     if out.exists() and not is_radsteer_pdf(out):
         raise RadsteerError(f"{out} exists and is not a radsteer report PDF; radsteer will not overwrite it: "
@@ -40,6 +40,13 @@ def write_pdf(html_text: str, out: str | Path) -> Path:
         raise RadsteerError(f"--pdf needs WeasyPrint ({type(exc).__name__}: {exc}): "
                             f"pip install 'radsteer[pdf]' (and the pango libraries, e.g. apt install libpango-1.0-0 "
                             f"libpangoft2-1.0-0)") from None
+    return weasyprint
+
+
+def write_pdf(html_text: str, out: str | Path) -> Path:
+    """Render `html_text` to `out` (written beside and renamed into place)."""
+    out = Path(out)
+    weasyprint = check_pdf_target(out)
     fetcher = weasyprint.URLFetcher(allowed_protocols=("data",))
     document = weasyprint.HTML(string=html_text, url_fetcher=fetcher)
     write_atomic(out, lambda tmp: document.write_pdf(tmp, pdf_identifier=PDF_ID))

@@ -123,3 +123,27 @@ def test_llm_explainer_needs_a_server_configuration() -> None:
 
     with pytest.raises(RadsteerError, match="--judge-model"):
         make_interpreter("llm")
+
+
+def test_an_interrupted_run_resumes_without_asking_twice(store) -> None:
+    for fid, word in WORDS.items():
+        add_synthetic_feature(store, fid, word)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(done: int, total: int) -> None:
+        raise Stop
+
+    with FakeOpenAIServer(respond=oracle_respond) as srv:
+        interp = _interp(srv, store, api_key_env=None)
+        interp.chunk = 1
+        with pytest.raises(Stop):
+            interp.run(store, progress=stop_after_first)
+        assert len(_rows(store)) == 1  # the first chunk was stored before the interruption
+        first = srv.requests
+        again = _interp(srv, store, api_key_env=None)
+        again.chunk = 1
+        report = again.run(store)
+        assert report.skipped == 1 and report.interpreted == 2 and report.cached == 0
+        assert srv.requests > first and all(r["f1"] == 1.0 for r in _rows(store).values())

@@ -75,7 +75,8 @@ def test_image_features_hidden_states_equal_their_hand_composition(maira2_snapsh
 
 def test_generates_from_frontal_lateral_prior(maira2_snapshot, maira2_adapter) -> None:
     adapter = maira2_adapter
-    assert adapter.load_facts == {"tensors": 72, "shards": 2, "dtype": "float32", "device": "cpu"}
+    assert adapter.load_facts == {"tensors": 72, "shards": 2, "dtype": "float32", "device": "cpu",
+                                  "image_features": "feature_maps"}
     assert adapter.layers_path == "model.language_model.layers" and adapter.num_layers == 2
     assert adapter.tokens_per_image == TOKENS_PER_IMAGE and adapter.image_token_ids() == {adapter.image_token_id}
     case = maira2_snapshot.study()

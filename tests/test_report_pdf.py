@@ -92,3 +92,22 @@ def test_printing_fetches_nothing(tmp_path: Path) -> None:
     finally:
         srv.shutdown()
     assert pdf.read_bytes()[:5] == b"%PDF-" and hits == []
+
+
+def test_pdf_without_weasyprint_is_one_line_and_writes_nothing(study: Path, tmp_path: Path, capsys,
+                                                               monkeypatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_weasyprint(name, *args, **kwargs):
+        if name == "weasyprint":
+            raise ImportError("No module named 'weasyprint'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_weasyprint)
+    out = tmp_path / "r.html"
+    assert main(["report", str(study), "-o", str(out), "--pdf", "--bootstrap", "50"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("radsteer report: error: --pdf needs WeasyPrint") and "\n" not in err
+    assert list(tmp_path.iterdir()) == []

@@ -96,6 +96,14 @@ def test_exact_spearman_p_by_hand_small_and_tied() -> None:
     # A pairing reaches |ρ| = 0.894 exactly when the two tied-high y values land on x ranks {3, 4} or {1, 2}:
     # 2 choices × 2! × 2! = 8 of 24 pairings
     assert correlation.exact_spearman_p([1, 2, 3, 4], [0, 0, 1, 1]) == pytest.approx(8 / 24)
+    # n = 7 with ties: equal to listing all 5040 pairings through scipy's ρ
+    import itertools
+
+    x7, y7 = np.array([0.1, 0.4, 0.4, 0.2, 0.9, 0.5, 0.5]), np.array([0.3, 0.3, 0.8, 0.1, 0.6, 0.6, 0.2])
+    rho7 = stats.spearmanr(x7, y7).statistic
+    brute = np.mean([abs(stats.spearmanr(x7, y7[list(p)]).statistic) >= abs(rho7) - 1e-12
+                     for p in itertools.permutations(range(7))])
+    assert correlation.exact_spearman_p(x7, y7) == pytest.approx(float(brute), abs=1e-12)
     # n = 10 (10! pairings) agrees with a seeded Monte-Carlo permutation estimate
     rng = np.random.default_rng(3)
     x, y = rng.random(10), rng.random(10)

@@ -54,6 +54,15 @@ class RepositoryMixin:
         self.upsert("judge_cache", [{"model": model, "prompt_hash": prompt_hash, "response": response}],  # type: ignore[attr-defined]
                     key=["model", "prompt_hash"])
 
+    def cache_judge_responses(self, rows: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+        """Many (model, prompt hash, response) rows in one transaction (batched writers, issue 13)."""
+        if not rows:
+            return
+        with self.transaction() as conn:  # type: ignore[attr-defined]
+            for part in _chunks(list(rows)):
+                self.upsert("judge_cache", [{"model": m, "prompt_hash": h, "response": r} for m, h, r in part],  # type: ignore[attr-defined]
+                            key=["model", "prompt_hash"], conn=conn)
+
     # ---- feature mining -------------------------------------------------------------------
 
     def mining_checkpoint(self, corpus_hash: str) -> MiningCheckpoint | None:
