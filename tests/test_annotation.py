@@ -364,3 +364,35 @@ def test_store_sessions_and_adjudications(tmp_path: Path) -> None:
     assert store.adjudications("feature") == [] and store.adjudication("change", "2")["adjudicator"] == "carol"
     assert len(store.dataframe("adjudications")) == 1
     store.close()
+
+
+def test_cli_roles_tasks_removal_and_assignments(tmp_path: Path, monkeypatch, capsys) -> None:
+    import io
+
+    from annotation_ui.app import open_app, read_assignments
+    from protocols.cli import main
+
+    make_study(tmp_path, n_cases=2, n_features=1).close()
+
+    def add(*extra: str) -> int:
+        monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password\n"))
+        return main(["annotate", str(tmp_path), "--password-stdin", *extra])
+
+    assert add("--add-user", "bob", "--task", "change") == 0
+    assert add("--add-user", "judy", "--adjudicator") == 0
+    assert add("--add-user", "x", "--admin", "--adjudicator") == 2
+    assert "choose one role" in capsys.readouterr().err
+    acc = Accounts(tmp_path / "annotators.json")
+    assert acc.tasks_of("bob") == ("change",) and acc.role("judy") == "adjudicator" and acc.tasks_of("judy") == ()
+    assert add("--add-user", "bob") == 0  # a new password keeps his tasks
+    assert Accounts(tmp_path / "annotators.json").tasks_of("bob") == ("change",)
+    assert main(["annotate", str(tmp_path), "--remove-user", "bob"]) == 0
+    assert "bob" not in Accounts(tmp_path / "annotators.json")
+    assert main(["annotate", str(tmp_path), "--remove-user", "bob"]) == 2
+    assert "is not in" in capsys.readouterr().err
+    (tmp_path / "tasks.json").write_text('{"judy": ["change"], "zed": ["feature"]}')
+    with pytest.raises(RadsteerError, match="'zed' not in"):
+        open_app(tmp_path, assignments=tmp_path / "tasks.json")
+    (tmp_path / "bad.json").write_text('{"judy": ["reading"]}')
+    with pytest.raises(RadsteerError, match=r"--assignments .*bad.json: field 'judy'"):
+        read_assignments(tmp_path / "bad.json")
