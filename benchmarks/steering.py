@@ -4,8 +4,11 @@
   the median of back-to-back pairs' ratios.
 - sweep_speedup: 8 α values on one case, one α per `generate` call (how the SAELens tutorials and
   Neuronpedia steer) / all 8 rows in one batched call of the radsteer engine.
+- bf16_speedup: bfloat16 vs float32 tokens/s of the demo model on the same 16 demo prompts (few-shot,
+  exactly 32 new tokens), back to back, median of paired ratios — on CPUs with native bf16 matrix math
+  (`steering.cpu`); `n/a` elsewhere, where `dtype: auto` stays float32 (`--force-bf16` measures it anyway).
 
-    python benchmarks/steering.py [--repeats 9]
+    python benchmarks/steering.py [--repeats 9] [--force-bf16]
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--force-bf16", action="store_true", help="measure bf16 even without native bf16 support")
     args = parser.parse_args()
 
     adapter = load_demo_adapter()
@@ -100,21 +104,69 @@ def main() -> None:
     print(f"{len(ALPHAS)} α one per call: median {statistics.median(seq_t):.2f} s; "
           f"batched (one call): median {statistics.median(bat_t):.2f} s")
     padding = demo_padding_fraction(adapter)
-    print(f"steer_overhead={overhead:.3f} sweep_speedup={speedup:.2f} padding_fraction={padding:.3f}")
+    bf16 = bf16_speedup(args.repeats, force=args.force_bf16)
+    print(f"steer_overhead={overhead:.3f} sweep_speedup={speedup:.2f} padding_fraction={padding:.3f} "
+          f"bf16_speedup={bf16}")
+
+
+def _demo_study():
+    """The demo's cases, prompt style and sweep shape. demo.yaml selects its features from an
+    interpretation run, so its settings are read as YAML and its cases through demo_features.yaml."""
+    import yaml
+
+    from protocols.study import Study
+
+    here = Path(__file__).resolve().parents[1] / "protocols"
+    demo = yaml.safe_load((here / "demo.yaml").read_text())
+    study = Study.from_protocol(here / "demo_features.yaml", limit=demo["cases"].get("limit"))
+    return study, demo
+
+
+def bf16_speedup(repeats: int, *, force: bool = False) -> str:
+    from steering.cpu import cpu_bf16_supported, cpu_info
+
+    print(f"CPU: {cpu_info()}")
+    if not (cpu_bf16_supported() or force):
+        return "n/a"
+    from steering.adapters import pad_batch
+
+    study, _ = _demo_study()
+    cases = list(study.cases.values())[:16]
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        a = load_demo_adapter(dtype=dtype, prompt="few_shot")
+        ids, mask = pad_batch([a.prompt_ids(c) for c in cases], a.pad_token_id, side="left")
+        kw = dict(max_new_tokens=32, min_new_tokens=32, do_sample=False, pad_token_id=a.pad_token_id)
+
+        def go(a=a, ids=ids, mask=mask, kw=kw) -> None:
+            with torch.inference_mode():
+                a.model.generate(input_ids=ids, attention_mask=mask, **kw)
+
+        go()  # warm-up
+        runs[dtype] = go
+    times = {"float32": [], "bfloat16": []}
+    for _ in range(max(3, repeats // 3)):  # interleaved: drift in machine load hits both alike
+        for dtype, go in runs.items():
+            times[dtype].append(timed(go))
+    tokens = 16 * 32
+    for dtype, t in times.items():
+        print(f"{dtype}: median {statistics.median(t):.2f} s for {tokens} tokens = {tokens / statistics.median(t):.0f} tokens/s")
+    ratio = statistics.median(f / b for f, b in zip(times["float32"], times["bfloat16"]))
+    return f"{ratio:.2f}" + ("" if cpu_bf16_supported() else "(emulated)")
 
 
 def demo_padding_fraction(adapter) -> float:
     """Left-padding share of the demo sweep's prompt positions, from its real prompts and batch order
     (rows of all cases sorted by prompt length; batch size as the protocol fixes it, else 16)."""
-    from protocols.study import Study
     from steering.batching import padding_fraction
 
-    study = Study.from_protocol(Path(__file__).resolve().parents[1] / "protocols" / "demo.yaml")
-    size = study.protocol.generation.batch_size
+    study, demo = _demo_study()
+    size = demo["generation"].get("batch_size", 16)
     size = size if isinstance(size, int) else 16
+    adapter.prompt_style = study.protocol.model.prompt  # the demo's few-shot prompts
     engine = SteeringEngine(adapter, None, spec=SteeringSpec(layer=0), batch_size=size)
     features = [f"f{i}" for i in range(6)]  # the demo steers at most 6 features; ids do not change prompts
-    rows = plan_rows(list(study.cases), features, study.protocol.alphas)
+    rows = plan_rows(list(study.cases), features, demo["alphas"])
     lengths = [[len(engine.prompt_ids(r.case_id, study.cases[r.case_id])) for r in b]
                for b in engine.batches(study.cases, rows)]
     print(f"demo sweep: {len(rows)} rows in batches of {size}: padding {100 * padding_fraction(lengths):.1f} % "

@@ -214,6 +214,12 @@ def headline_table(ctx: ReportContext) -> pd.DataFrame:
             f"{s.n} features)", s.rho, s.ci_low if _finite(s.ci_low) else None, s.ci_high if _finite(s.ci_high) else None, s.n)
     else:
         add("positive vs negative on-target, Spearman ρ", f"not estimable: {s.note}")
+    rs = st.reader
+    c = rs.coherence[rs.coherence.feature_id == "(all)"] if rs is not None and not rs.coherence.empty else None
+    if c is not None and not c.empty:
+        r = c.iloc[0]
+        add("incoherent steered reports, radiologists (Wilson 95% CI)", f"{_pct_ci(r.p_incoherent, r.p_incoherent_low, r.p_incoherent_high)} (n = {r.n_coherence})",
+            r.p_incoherent, r.p_incoherent_low, r.p_incoherent_high, r.n_coherence)
     kv = st.kappa_vs_radiologist
     if kv.empty:
         add("agreement with radiologists", "no radiologist reads" if data.reads.empty else "no items with both labels")
@@ -370,6 +376,7 @@ SECTIONS: list[Section] = [
     Section("tests", "Per-feature tests", render_tests),
     Section("agreement", "Agreement", render_agreement),
     Section("interpretations", "Feature interpretations (detection F1)", lambda ctx: render_interpretation(ctx)),
+    Section("reader-study", "Reader study: every answer, coherence, completion", lambda ctx: render_reader_study(ctx)),
     Section("flow", "Flow of cases and rows", render_flow),
     Section("checklist", "Reporting checklist", render_checklist),
     Section("notes", "Deviations, degenerate data and notes", render_notes),
@@ -474,6 +481,13 @@ def render_html(data: StudyData, stats: StudyStatistics, *, title: str | None = 
         '<p class="muted">Tables: CSV downloads above, and CSV and Parquet files beside this report.</p>'
         "</body></html>\n"
     )
+
+
+def render_reader_study(ctx: ReportContext) -> str | None:
+    """The reader study's answers, agreement, coherence and completion (left out without reads)."""
+    from evaluation.reader_report import render_reader_study as render
+
+    return render(ctx)
 
 
 def render_interpretation(ctx: ReportContext) -> str | None:

@@ -40,6 +40,7 @@ class StudyStatistics:
     notes: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     interpretation: Any = None  # evaluation.interpret_stats.InterpretationStats when features were interpreted
+    reader: Any = None  # evaluation.reader_study.ReaderStudyStats when the study has annotations
 
     # ---- tables -----------------------------------------------------------------------------
 
@@ -77,6 +78,7 @@ class StudyStatistics:
             "inter_rater": self.inter_rater,
             "notes": pd.DataFrame({"note": self.notes}),
             **(self.interpretation.to_frames() if self.interpretation is not None else {}),
+            **(self.reader.to_frames() if self.reader is not None else {}),
         }
 
     def save(self, out_dir: str | Path) -> list[Path]:
@@ -115,10 +117,13 @@ class StudyStatistics:
         if not self.dose_fits:
             lines.append("  (no labelled rows)")
         lines.append("")
-        lines.append("Agreement with the radiologists' majority (Cohen's κ, 95% CI):")
+        lines.append("Agreement with the radiologists (adjudicated answer where present, else majority; "
+                     "Cohen's κ, 95% CI):")
         for r in self.kappa_vs_radiologist.itertuples(index=False):
             lines.append(f"  {r.method:<22} n={r.n:<5} " + (f"κ = {r.kappa:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
-                         if np.isfinite(r.kappa) else "κ undefined") + (f"  [{r.note}]" if r.note else ""))
+                         if np.isfinite(r.kappa) else "κ undefined")
+                         + f"  ({r.n_adjudicated} adjudicated, {r.n_majority} majority, {r.n_ties} ties left out)"
+                         + (f"  [{r.note}]" if r.note else ""))
         for r in self.inter_rater.itertuples(index=False):
             val = f"{r.value:.2f}" if np.isfinite(r.value) else "undefined"
             lines.append(f"  between radiologists: {r.statistic} = {val} ({r.n_items} items)"
@@ -132,6 +137,9 @@ class StudyStatistics:
         if self.interpretation is not None:
             lines.append("")
             lines.append(self.interpretation.summary())
+        if self.reader is not None:
+            lines.append("")
+            lines.append(self.reader.summary())
         if self.notes:
             lines.append("")
             lines.append("Notes:")
@@ -345,10 +353,13 @@ def compute_statistics(
         pair = v[["generation_id", "label"]].merge(rad[["generation_id", "label"]], on="generation_id",
                                                    suffixes=("_auto", "_rad"))
         k = agreement.cohen_kappa(pair.label_auto.tolist(), pair.label_rad.tolist())
-        kap_rows.append({"method": m, "versus": RADIOLOGIST, **k.to_dict()})
+        src = data.majority[data.majority.generation_id.isin(v.generation_id)].source.value_counts()
+        kap_rows.append({"method": m, "versus": RADIOLOGIST, **k.to_dict(),
+                         **{f"n_{s}": int(src.get(s, 0)) for s in ("adjudicated", "majority")},
+                         "n_ties": int(src.get("tie", 0))})
         confusions[m] = agreement.confusion(pair.label_auto.tolist(), pair.label_rad.tolist())
     kappa_df = pd.DataFrame(kap_rows, columns=["method", "versus", *agreement.KappaResult(0, 0, 0, 0, 0, 0, 0)
-                                               .to_dict()])
+                                               .to_dict(), "n_adjudicated", "n_majority", "n_ties"])
     ratings = data.reads.rename(columns={"generation_id": "item", "annotator": "rater"})[["item", "rater", "label"]] \
         if not data.reads.empty else pd.DataFrame(columns=["item", "rater", "label"])
     inter = pd.DataFrame([agreement.fleiss_kappa(ratings), agreement.krippendorff_from_ratings(ratings)])
@@ -356,13 +367,19 @@ def compute_statistics(
     interp = _interpretation_stats(data, n_boot, seed)
     if interp is not None:
         notes.extend(interp.notes)
+    reader = None
+    if not data.annotations.empty or not data.queue.empty:
+        from evaluation.reader_study import compute_reader_stats
+
+        reader = compute_reader_stats(data)
+        notes.extend(reader.notes)
     return StudyStatistics(
         primary_method=primary, cell_rates=cell, feature_rates=feat, method_rates=meth, pos_neg=pos_neg,
         spearman=spear, dose_fits=fits, tests=tests, kappa_vs_radiologist=kappa_df, confusions=confusions,
         inter_rater=inter, flow=study_flow(data), notes=list(dict.fromkeys(notes)),
         settings={"method": primary, "null_rate": null_rate, "correction": correction, "level": level,
                   "n_boot": n_boot, "seed": seed, "cov_struct": cov_struct, "ci_method": "Wilson score 95%"},
-        interpretation=interp,
+        interpretation=interp, reader=reader,
     )
 
 

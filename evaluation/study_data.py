@@ -44,25 +44,45 @@ class StudyData:
     protocol_error: str | None = None
     interpretations: pd.DataFrame = field(default_factory=pd.DataFrame)  # feature_interpretations (issue 13)
     feature_stats: pd.DataFrame = field(default_factory=pd.DataFrame)  # mined frequency per feature
+    adjudications: pd.DataFrame = field(default_factory=pd.DataFrame)  # final answers (issue 14)
+    queue: pd.DataFrame = field(default_factory=pd.DataFrame)  # queue_items: who was assigned what
 
 
-def majority_labels(reads: pd.DataFrame) -> pd.DataFrame:
-    """The radiologists' majority label per generation.
+def majority_labels(reads: pd.DataFrame, adjudicated: dict[int, str] | None = None) -> pd.DataFrame:
+    """The radiologists' label per generation: the adjudicated one where present, else the majority.
 
     Rule: the most frequent label among the non-skipped reads; when two or more labels tie
     for most frequent (e.g. two readers who disagree) there is no majority — `label` is None
     and `tie` True, and the generation is left out of every radiologist-majority statistic
     (and counted as such in the report's flow), rather than broken by an arbitrary order.
+    An adjudicator's final label (`adjudicated`: generation id → label) replaces the vote;
+    `source` says which ("adjudicated", "majority", "tie").
     """
-    cols = ["generation_id", "label", "n_reads", "tie"]
-    if reads.empty:
-        return pd.DataFrame(columns=cols)
+    cols = ["generation_id", "label", "n_reads", "tie", "source"]
+    adjudicated = {int(k): v for k, v in (adjudicated or {}).items() if v in LABELS}
+    votes = {int(g): list(labs) for g, labs in reads.groupby("generation_id")["label"]} if not reads.empty else {}
     out = []
-    for gid, labs in reads.groupby("generation_id", sort=True)["label"]:
+    for gid in sorted(set(votes) | set(adjudicated)):
+        labs = votes.get(gid, [])
+        if gid in adjudicated:
+            out.append((gid, adjudicated[gid], len(labs), False, "adjudicated"))
+            continue
         counts = Counter(labs).most_common()
         tie = len(counts) > 1 and counts[0][1] == counts[1][1]
-        out.append((int(gid), None if tie else counts[0][0], len(labs), tie))
+        out.append((gid, None if tie else counts[0][0], len(labs), tie, "tie" if tie else "majority"))
     return pd.DataFrame(out, columns=cols)
+
+
+def _adjudicated_labels(adjudications: pd.DataFrame) -> dict[int, str]:
+    """Change-task final labels by generation id (item keys are generation ids as text)."""
+    if adjudications.empty:
+        return {}
+    out = {}
+    for r in adjudications[adjudications.task == "change"].itertuples(index=False):
+        ans = r.answers if isinstance(r.answers, dict) else {}
+        if str(r.item_key).isdigit() and ans.get("label") in LABELS:
+            out[int(r.item_key)] = ans["label"]
+    return out
 
 
 def _parse_reads(annotations: pd.DataFrame) -> pd.DataFrame:
@@ -149,7 +169,9 @@ def from_store(store: StudyStore, run_dir: Path | None = None) -> StudyData:
     verdicts = store.dataframe("verdicts")
     annotations = store.dataframe("annotations")
     reads = _parse_reads(annotations)
-    majority = majority_labels(reads)
+    adjudications = pd.DataFrame(store.adjudications(), columns=["task", "item_key", "adjudicator", "answers",
+                                                                 "reason", "readers", "seconds"])
+    majority = majority_labels(reads, _adjudicated_labels(adjudications))
     labels = build_labels(steered, verdicts, majority)
     try:
         manifest = read_manifest(run_dir) if run_dir is not None else {}
@@ -161,5 +183,6 @@ def from_store(store: StudyStore, run_dir: Path | None = None) -> StudyData:
         generations=generations, steered=steered, verdicts=verdicts, annotations=annotations, reads=reads,
         majority=majority, labels=labels, manifest=manifest, protocol_text=text, protocol=proto,
         protocol_error=perr, interpretations=store.dataframe("feature_interpretations"),
-        feature_stats=store.dataframe("feature_stats"),
+        feature_stats=store.dataframe("feature_stats"), adjudications=adjudications,
+        queue=store.dataframe("queue_items"),
     )

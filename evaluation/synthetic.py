@@ -273,18 +273,24 @@ def synthetic_report(rng: random.Random) -> tuple[str, list[str]]:
     return text, sorted(present)
 
 
-def write_report_corpus(path: str | Path, n_reports: int = 2000, *, seed: int = 0) -> Path:
-    """A JSONL corpus of synthetic reports ({"id", "text", "concepts"}), written atomically;
-    the same (n_reports, seed) always gives the same bytes, so its hash can key a cache."""
+def report_corpus_bytes(n_reports: int = 2000, *, seed: int = 0, prefix: str = "syn") -> bytes:
+    """A JSONL corpus of synthetic reports ({"id", "text", "concepts"}); the same arguments always
+    give the same bytes, so its hash can key a cache (the demo's SAE)."""
     if n_reports < 1:
         raise ValueError(f"n_reports must be at least 1, not {n_reports}")
     rng = random.Random(seed)
+    lines = []
+    for i in range(n_reports):
+        text, present = synthetic_report(rng)
+        lines.append(json.dumps({"id": f"{prefix}{i:05d}", "text": text, "concepts": present}) + "\n")
+    return "".join(lines).encode("utf-8")
+
+
+def write_report_corpus(path: str | Path, n_reports: int = 2000, *, seed: int = 0, prefix: str = "syn") -> Path:
+    """`report_corpus_bytes` written to `path` atomically (beside it, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for i in range(n_reports):
-            text, present = synthetic_report(rng)
-            fh.write(json.dumps({"id": f"syn{i:05d}", "text": text, "concepts": present}) + "\n")
+    tmp.write_bytes(report_corpus_bytes(n_reports, seed=seed, prefix=prefix))
     tmp.replace(path)
     return path

@@ -84,6 +84,9 @@ class FeatureSelect(_Strict):
     max_features: int | None = Field(default=50, ge=1)  # the best by F1 (ties: feature id)
     concepts: list[Literal["finding", "device", "longitudinal", "textual"]] | None = None  # target categories
     explainer: Literal["llm", "lexicon"] | None = None  # only this explainer's rows
+    # at most one feature per target concept (its best by F1), so a few steered features cover
+    # several findings rather than one finding several times
+    one_per_target: bool = False
 
 
 class FeatureSource(_Strict):

@@ -71,6 +71,14 @@ def select_features(path: Path, spec: Any, *, where: str, exclude: Iterable[str]
             continue
         keep.append(r)
     keep.sort(key=lambda r: (-r["f1"], r["feature_id"]))
+    if spec.one_per_target:  # best first: a feature sharing a target with a better one is skipped
+        seen: set[str] = set()
+        distinct = []
+        for r in keep:
+            if not seen & set(r["targets"]):
+                seen |= set(r["targets"])
+                distinct.append(r)
+        keep = distinct
     if spec.max_features is not None:
         keep = keep[: spec.max_features]
     if not keep and not skip:

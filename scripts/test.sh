@@ -27,7 +27,8 @@ fi
 export RADSTEER_REQUIRE_PDF=1   # the PDF tests run in CI; they never skip there
 export RADSTEER_REQUIRE_POSTGRES=1 RADSTEER_REQUIRE_RAY=1   # CI runs these tests; never skips them
 python3 -m ruff check .
-# The full offline demo, as a user runs it (README "The offline demo"; ~6 min on 2 cores).
+# The full offline demo, as a user runs it (README "The offline demo": trains and caches the demo SAE
+# with eai-sparsify, mines, interprets, selects, sweeps; goal ≤ 10 min on 2 idle cores — docs/benchmarks.md).
 # It runs before pytest so that pytest's summary stays the last line of the output.
 if [ "${RADSTEER_SKIP_DEMO:-0}" != 1 ] && [ "$#" = 0 ]; then
     demo_dir="$(mktemp -d)"   # a fresh directory: the demo from scratch, as a new user runs it

@@ -4,12 +4,13 @@ A 135M-parameter chat model asked for "the findings section" answers *about* the
 ("The findings section … contains the following information: 1. **Indication** …"). Shown a
 few example studies as plain text — `INDICATION:` / `COMPARISON:` / optional `PRIOR REPORT:` /
 `FINDINGS:` — and then the case's own header ending in `FINDINGS:`, it continues with findings
-sentences and, once done, starts the next example's header after a blank line: hence the stop
-sequences below, which end the row there (`generation.stop` in a protocol).
+sentences on one line and, once done, starts the next example's header after a blank line: hence
+the stop sequence below, which ends the row at its first newline (`generation.stop` in a protocol).
 
-The examples mix normal and abnormal studies (effusion, pneumothorax, cardiomegaly, oedema,
-consolidation, a device) so that the model has seen the vocabulary without every case being
-pushed towards one finding.
+The examples mix normal and abnormal studies (effusion, cardiomegaly, oedema, a device, with
+negated pneumothorax and consolidation) so that the model has seen the vocabulary without every
+case being pushed towards one finding. They are few and short because every steered row
+re-reads them: with `positions: all` the prompt is steered too, so no prefix can be shared.
 """
 
 from __future__ import annotations
@@ -19,25 +20,17 @@ from typing import Any
 
 # (indication, comparison, prior report or None, findings)
 EXAMPLES: tuple[tuple[str, str, str | None, str], ...] = (
-    ("Shortness of breath.", "None.", None,
-     "The lungs are clear. The heart size is normal. No pleural effusion or pneumothorax. "
-     "The osseous structures are intact."),
-    ("Follow-up of pneumonia.", "Chest radiograph from last week.", "Right lower lobe consolidation.",
-     "The right lower lobe consolidation has improved. There is a small right pleural effusion. "
-     "The heart size is normal. No pneumothorax."),
+    ("Cough.", "None.", None,
+     "The lungs are clear. The heart size is normal. No pleural effusion or pneumothorax."),
     ("Pacemaker check.", "None.", None,
-     "A left-sided pacemaker is present with leads in the right atrium and right ventricle. "
-     "The heart is mildly enlarged. The lungs are clear. No pleural effusion."),
-    ("Chest pain after a fall.", "None.", None,
-     "There is a small left apical pneumothorax. Displaced fracture of the left sixth rib. "
-     "The lungs are otherwise clear. The cardiac silhouette is normal."),
-    ("Worsening dyspnoea, heart failure.", "Chest radiograph from two days ago.", "Moderate cardiomegaly.",
-     "Moderate cardiomegaly is unchanged. There is mild interstitial pulmonary edema with small "
-     "bilateral pleural effusions. No focal consolidation."),
+     "A left-sided pacemaker is present. The heart is mildly enlarged. There is a small right pleural effusion."),
+    ("Heart failure.", "Chest radiograph from two days ago.", "Moderate cardiomegaly.",
+     "Moderate cardiomegaly is unchanged. Mild pulmonary edema. No focal consolidation or pneumothorax."),
 )
 
-# A findings section ends at the blank line before the next example's header.
-STOP = ("\n\n", "\nINDICATION:")
+# A findings section is one line: it ends at the newline before the blank line and the next header
+# (steered rows sometimes start a new header, "FINDINGS:", after a single newline).
+STOP = ("\n",)
 
 
 def _header(indication: Any, comparison: Any, prior: Any) -> str:

@@ -97,9 +97,12 @@ def sparsify_version() -> str:
     return str(getattr(sparsify, "__version__", "unknown"))
 
 
-def training_key(adapter: ModelAdapter, corpus_sha256: str, settings: SAETrainSettings) -> str:
-    """Hash of what decides the SAE: model, corpus, settings and trainer version."""
-    return stable_hash({"model": [adapter.name, adapter.path], "dtype": str(adapter.dtype),
+def training_key(adapter: ModelAdapter, corpus_sha256: str, settings: SAETrainSettings,
+                 model_id: str | None = None) -> str:
+    """Hash of what decides the SAE: model (`model_id`, default its name and path), corpus, settings
+    and trainer version."""
+    model = model_id or [adapter.name, adapter.path]
+    return stable_hash({"model": model, "dtype": str(adapter.dtype),
                         "corpus": corpus_sha256, "settings": settings.describe(),
                         "trainer": [TRAINER, sparsify_version()]})[:16]
 
@@ -181,12 +184,13 @@ def train_sae(
     *,
     force: bool = False,
     progress: bool = True,
-    echo=print,
+    model_id: str | None = None,
 ) -> TrainedSAE:
     """Train (or reuse) the SAE for `settings.layer` of `adapter` on `corpus`, into `out/<hookpoint>/`.
 
     `out` is created by radsteer: an existing folder without radsteer's `radsteer.json` is never
-    touched; one trained with other settings is replaced only with `force`.
+    touched; one trained with other settings is replaced only with `force`. `model_id` names the
+    model in the reuse key when its path is not stable (the demo model lives in a user cache).
     """
     corpus, out = Path(corpus), Path(out)
     if not corpus.is_file():
@@ -194,7 +198,7 @@ def train_sae(
     adapter.layer(settings.layer)  # a clear error for a layer the model lacks
     hook = hookpoint(adapter, settings.layer)
     corpus_sha = sha256_file(corpus)
-    key = training_key(adapter, corpus_sha, settings)
+    key = training_key(adapter, corpus_sha, settings, model_id)
     if out.exists():
         meta = read_meta(out / hook)
         if meta is None or sorted(p.name for p in out.iterdir()) != [hook]:
@@ -238,14 +242,9 @@ def train_sae(
                 save_dir=str(work), run_name="run", save_every=10**9,
             )
             quiet = io.StringIO()  # the trainer prints its set-up; keep the user's terminal for ours
-            with contextlib.redirect_stdout(quiet):
-                trainer = Trainer(cfg, data, base)
-                if not progress:
-                    os.environ["TQDM_DISABLE"] = "1"
-                try:
-                    trainer.fit()
-                finally:
-                    os.environ.pop("TQDM_DISABLE", None)
+            with contextlib.redirect_stdout(quiet), \
+                    (contextlib.nullcontext() if progress else contextlib.redirect_stderr(quiet)):  # its tqdm bar
+                Trainer(cfg, data, base).fit()
         torch.set_float32_matmul_precision(precision)  # sparsify sets "high" process-wide
         folder = work / "run" / hook
         sae = SparseCoder.load_from_disk(folder)

