@@ -113,6 +113,8 @@ class AnnotationService:
             raise AnnotationInputError("all your items are answered; nothing to submit (use Back to revise)")
         shown = self._shown.pop((annotator, key), None)
         seconds = round(time.monotonic() - shown, 3) if shown is not None else None
+        # what the reader could see is part of the read (reader-study reporting): the server's state, not the client's
+        answers = {**answers, "blinded": not self.show_automated}
         persistence.save_answer(self.store, annotator, self.task, position, key, answers, seconds)
         view = self.current(annotator)
         view.message = "Skipped." if answers.get("skipped") else "Saved."

@@ -113,7 +113,7 @@ def test_resume_after_restart_and_back(study) -> None:
     again = svc2.current("alice")
     assert again.ref == third and again.done == 2
     back = svc2.back("alice", again.ref)
-    assert back.answers == {"skipped": True}
+    assert back.answers == {"skipped": True, "blinded": True}
     back2 = svc2.back("alice", back.ref)
     assert back2.ref == first.ref and back2.answers["label"] == "on"
 
@@ -142,6 +142,20 @@ def test_blinded_by_default(study) -> None:
     assert "Automated label" not in AnnotationService(study, "change", QueueConfig(), ["a"]).current("a").header
     shown = AnnotationService(study, "change", QueueConfig(), ["a"], show_automated=True).current("a")
     assert "Automated label" in shown.header
+
+
+def test_each_read_records_whether_it_was_blinded(study) -> None:
+    from evaluation.reader_study import reads_table
+    from evaluation.study_data import from_store
+
+    blind = AnnotationService(study, "change", QueueConfig(overlap=0), ["a"])
+    blind.submit("a", blind.current("a").ref, {**GOOD, "blinded": False})  # a client cannot claim otherwise
+    open_ = AnnotationService(study, "change", QueueConfig(overlap=0), ["b"], show_automated=True)
+    open_.submit("b", open_.current("b").ref, GOOD)
+    stored = {r["annotator"]: r["answers"]["blinded"] for r in study.rows("annotations")}
+    assert stored == {"a": True, "b": False}
+    reads = reads_table(from_store(study))
+    assert dict(zip(reads.annotator, reads.blinded)) == {"a": True, "b": False}
 
 
 # ---- persistence ------------------------------------------------------------------------------
@@ -302,7 +316,7 @@ def test_finished_queue_then_back(tmp_path: Path) -> None:
     with pytest.raises(AnnotationInputError, match="nothing to submit"):
         svc.submit("alice", v.ref, GOOD)
     last = svc.back("alice", v.ref)
-    assert last.position == 1 and last.answers == {"skipped": True}
+    assert last.position == 1 and last.answers == {"skipped": True, "blinded": True}
     svc.submit("alice", last.ref, GOOD)
     assert store.count("annotations") == 2 and svc.current("alice").finished
     store.close()
