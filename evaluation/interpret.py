@@ -87,6 +87,13 @@ class Interpreter:
     split: SplitSettings = field(default_factory=SplitSettings)
     chunk: int = 64  # features explained, scored and stored together
 
+    @property
+    def llm_judge(self) -> Any:
+        """The judge client the llm explainer/scorer share (None on the offline lexicon path): its
+        `outcome_line()` and `failure()` are what every judge-using command reports."""
+        channel = getattr(self.explainer, "channel", None) or getattr(self.scorer, "channel", None)
+        return channel.judge if channel is not None else None
+
     def settings_hash(self) -> str:
         return stable_hash({"version": INTERPRET_VERSION, "explainer": self.explainer.describe(),
                             "scorer": self.scorer.describe(), "split": self.split.describe()})

@@ -139,3 +139,24 @@ def test_interpret_llm_through_the_cli_against_a_loopback_server(tmp_path, capsy
     monkeypatch.delenv("RADSTEER_TEST_CLI_KEY")
     assert main(args) == 2  # the key variable is unset: one clear line, nothing sent
     assert "RADSTEER_TEST_CLI_KEY" in capsys.readouterr().err
+
+
+def test_interpret_whose_every_llm_call_fails_exits_non_zero(tmp_path, capsys, monkeypatch) -> None:
+    """A server that refuses every call (401: wrong key) is never a silent success: counts, one line, exit 1."""
+    from tests.helpers_interpret import add_synthetic_feature, oracle_respond
+    from tests.helpers_judge import FakeOpenAIServer
+    from tests.helpers_steering import write_tiny_study
+
+    protocol = write_tiny_study(tmp_path, n_cases=1)
+    runs = tmp_path / "runs"
+    with StudyStore.open(runs / "tiny") as store:
+        add_synthetic_feature(store, "f0", "pacemaker")
+    monkeypatch.setenv("RADSTEER_TEST_CLI_KEY", "sk-wrong")
+    with FakeOpenAIServer(api_key="sk-right", respond=oracle_respond) as srv:
+        code = main(["interpret", str(protocol), "--runs-dir", str(runs), "--explainer", "llm", "--judge-model", "m",
+                     "--judge-base-url", srv.base_url, "--judge-api-key-env", "RADSTEER_TEST_CLI_KEY",
+                     "--no-progress"])
+        assert srv.statuses[401] >= 1
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "0 verdicts" in err and "produced no verdicts" in err and "sk-wrong" not in err

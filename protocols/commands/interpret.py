@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 
 from protocols.config import add_options
 
@@ -123,4 +124,10 @@ def run(args: argparse.Namespace) -> int:
     }, indent=2) + "\n")
     print(f"radsteer interpret: {report.summary()}")
     print(f"radsteer interpret: {n} rows in {csv_path}")
+    judge = interp.llm_judge
+    if judge is not None:  # like evaluate, label and run: counts always, non-zero when nothing came back
+        print(f"radsteer interpret: {judge.outcome_line()}", file=sys.stderr)
+        if judge.failure():
+            print(f"radsteer interpret: error: {judge.failure()}", file=sys.stderr)
+            return 1
     return 0
