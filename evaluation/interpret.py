@@ -55,6 +55,7 @@ class InterpretReport:
     interpreted: int = 0
     errors: int = 0
     no_contexts: int = 0
+    unscored: int = 0  # explained, but too few contexts to hold any out for detection scoring
     seconds: float = 0.0
     requests: int = 0  # HTTP requests sent (LLM paths)
     cached: int = 0
@@ -68,6 +69,8 @@ class InterpretReport:
             parts.append(f"{self.errors} errors (stored; run again to retry)")
         if self.no_contexts:
             parts.append(f"{self.no_contexts} never active")
+        if self.unscored:
+            parts.append(f"{self.unscored} too rare to score (no held-out context)")
         if self.f1:
             above = sum(f > 0.75 for f in self.f1)
             below = sum(f < 0.5 for f in self.f1)
@@ -210,6 +213,16 @@ class Interpreter:
                 exchanges.append({"feature_id": fid, "explainer": self.explainer.name, "stage": "score",
                                   "batch": j, **x})
             exs = examples[fid]
+            if not exs:  # a fact of the mined corpus, not a failure: re-running cannot change it
+                report.unscored += 1
+                report.interpreted += 1
+                details["note"] = "too few mined contexts to hold any out for detection scoring"
+                rows.append({**base, "description": ex.description, "targets": ex.targets, "precision": None,
+                             "recall": None, "f1": None, "balanced_accuracy": None, "recall_by_quantile": {},
+                             "n_active": 0, "n_inactive": 0, "examples": [], "details": details, "error": None})
+                feats.append({"feature_id": fid, "description": ex.description, "target_concepts": ex.targets,
+                              "interpretability": None, "explainer": self.explainer.name})
+                continue
             kept = [(e, p) for e, p in zip(exs, preds) if p is not None]
             if error is not None or not kept:
                 report.errors += 1

@@ -103,3 +103,19 @@ def test_detection_scores_edge_cases() -> None:
     with pytest.raises(ValueError):
         detection_scores([True], [])
 
+
+
+def test_a_feature_too_rare_to_hold_out_is_unscored_not_an_error(tmp_path) -> None:
+    """One mined context and no inactive ones: it is explained, its F1 is unknown, and a re-run does
+    not retry it (only real failures are errors to retry)."""
+    from tests.helpers_interpret import add_synthetic_feature
+
+    with StudyStore.open(tmp_path) as store:
+        add_synthetic_feature(store, "rare", "pacemaker", n_top=1, n_quantile=0, n_zero=0)
+        interp = make_interpreter("lexicon")
+        report = interp.run(store)
+        assert (report.errors, report.unscored, report.interpreted) == (0, 1, 1)
+        assert "too rare to score" in report.summary()
+        row = store.rows("feature_interpretations")[0]
+        assert row["error"] is None and row["f1"] is None and row["n_active"] == 0
+        assert interp.run(store).skipped == 1
