@@ -201,6 +201,8 @@ def add_options(parser: argparse.ArgumentParser, command: str) -> None:
                 kw["choices"] = s.choices() if callable(s.choices) else s.choices
             if s.metavar:
                 kw["metavar"] = s.metavar
+            elif s.choices is None:  # what --help shows: the flag's own name, not the internal dest
+                kw["metavar"] = s.flags[-1].lstrip("-").replace("-", "_").upper()
         parser.add_argument(*s.flags, **kw)
 
 
