@@ -216,10 +216,10 @@ def _planned(data: StudyData) -> tuple[int | None, str]:
     p = data.protocol or {}
     feats = p.get("features") if isinstance(p.get("features"), dict) else {}
     items, alphas = feats.get("items"), p.get("alphas")
+    if feats.get("items_file") or feats.get("select"):  # such a protocol may list no items of its own
+        return None, "no plan in manifest.json and protocol.yaml adds features from a file"
     if not isinstance(alphas, list) or not isinstance(items, list):
         return None, "no plan in manifest.json and protocol.yaml lists no alphas and features.items"
-    if feats.get("items_file") or feats.get("select"):
-        return None, "no plan in manifest.json and protocol.yaml adds features from a file"
     try:
         n_alpha = sum(1 for a in alphas if float(a) != 0.0)
     except (TypeError, ValueError):

@@ -35,14 +35,35 @@ def _expected(study: Study) -> int:
     return len(plan_rows(list(study.cases), [f.id for f in study.protocol.features.items], study.protocol.alphas))
 
 
+def _demo_copy(tmp_path: Path) -> Path:
+    """The bundled demo protocol beside the interpretations it selects from (what `radsteer demo`
+    writes before its steering study): three findings/devices above F1 0.75, one below."""
+    import shutil
+
+    shutil.copy(ROOT / "protocols" / "demo.yaml", tmp_path / "demo.yaml")
+    shutil.copytree(ROOT / "protocols" / "data", tmp_path / "data")
+    stats = tmp_path / "runs" / "demo-features" / "stats"
+    stats.mkdir(parents=True)
+    rows = [("f1", "mentions of pacemaker", "pacemaker", 1.0), ("f2", "mentions of cardiomegaly", "cardiomegaly", 0.9),
+            ("f3", "mentions of pleural effusion", "pleural_effusion", 0.8), ("f4", "mentions of oedema",
+                                                                            "pulmonary_edema", 0.4)]
+    (stats / "interpretations.csv").write_text(
+        "feature_id,description,targets,explainer,f1,precision,recall,n_active,n_inactive\n"
+        + "".join(f"{f},{d},{t},lexicon,{f1},{f1},{f1},10,10\n" for f, d, t, f1 in rows))
+    return tmp_path / "demo.yaml"
+
+
 def test_demo_protocol_rows_planned(tmp_path: Path) -> None:
-    study = Study.from_protocol(ROOT / "protocols" / "demo.yaml", tmp_path / "runs")
+    protocol = _demo_copy(tmp_path)
+    study = Study.from_protocol(protocol, tmp_path / "runs")
+    assert [f.id for f in study.protocol.features.items] == ["f1", "f2", "f3"]  # F1 ≥ 0.75 only
     expected = _expected(study)
+    assert expected == len(study.cases) * (1 + 3 * len([a for a in study.protocol.alphas if a]))
     plan = study.plan()
     assert plan["rows"] == expected and plan["cases"] == len(study.cases)
     assert _planned(_data(study, manifest={"plan": plan}, protocol=None))[0] == expected
     # no manifest: the frozen protocol's fields (alphas, features.items) over the registered cases
-    raw = yaml.safe_load((ROOT / "protocols" / "demo.yaml").read_text())
+    raw = yaml.safe_load(protocol.read_text())
     fallback, how = _planned(_data(study, manifest={}, protocol=raw))
     features = raw["features"]
     if features.get("items_file") or features.get("select"):
