@@ -191,7 +191,10 @@ def _block(lines: Sequence[str]) -> str:
 
 
 @dataclass
-class LLMExplainer:
+class _LLMStep:
+    """What the llm explainer and scorer share: the channel (one client and budget per run) and the
+    requests sent / cached answers of their last call, which the interpretation report adds up."""
+
     config: JudgeConfig
     cache: Any = None
     settings: LLMSettings = field(default_factory=LLMSettings)
@@ -210,6 +213,16 @@ class LLMExplainer:
     def cached(self) -> int:
         return self._last[1]
 
+    def _ask(self, requests: Sequence[ChatRequest]) -> list[JudgeResult]:
+        assert self.channel is not None
+        before = (self.channel.requests, self.channel.cached)
+        results = self.channel.ask(requests) if requests else []
+        self._last = (self.channel.requests - before[0], self.channel.cached - before[1])
+        return results
+
+
+@dataclass
+class LLMExplainer(_LLMStep):
     def describe(self) -> dict[str, Any]:
         return {"explainer": self.name, "model": self.config.model, **self.settings.describe(),
                 **self.config.request_settings()}
@@ -226,11 +239,9 @@ class LLMExplainer:
                            schema_name="feature_explanation", schema=EXPLAIN_SCHEMA)
 
     def explain_many(self, evidence: Sequence[FeatureEvidence]) -> list[Explanation]:
-        assert self.channel is not None
-        before = (self.channel.requests, self.channel.cached)
         requests = [self.request(ev) for ev in evidence]
-        results = self.channel.ask(requests) if requests else []
-        self._last = (self.channel.requests - before[0], self.channel.cached - before[1])
+        results = self._ask(requests)
+        assert self.channel is not None
         out = []
         for ev, req, res in zip(evidence, requests, results, strict=True):
             exchange = self.channel.exchange(req, res)
@@ -253,25 +264,7 @@ class LLMExplainer:
 
 
 @dataclass
-class LLMScorer:
-    config: JudgeConfig
-    cache: Any = None
-    settings: LLMSettings = field(default_factory=LLMSettings)
-    channel: LLMChannel | None = None
-    name: str = "llm"
-    _last: tuple[int, int] = (0, 0)
-
-    def __post_init__(self) -> None:
-        self.channel = self.channel or LLMChannel(self.config, self.cache)
-
-    @property
-    def requests(self) -> int:
-        return self._last[0]
-
-    @property
-    def cached(self) -> int:
-        return self._last[1]
-
+class LLMScorer(_LLMStep):
     def describe(self) -> dict[str, Any]:
         return {"scorer": self.name, "model": self.config.model, **self.settings.describe(),
                 **self.config.request_settings()}
@@ -294,8 +287,6 @@ class LLMScorer:
     def score_many(self, jobs: Sequence[tuple[Explanation, Sequence[Example]]]
                    ) -> list[tuple[list[bool | None], list[dict[str, Any]], str | None]]:
         """Per job: predictions in the examples' order (None where a batch failed), exchanges, error."""
-        assert self.channel is not None
-        before = (self.channel.requests, self.channel.cached)
         s = self.settings
         requests: list[ChatRequest] = []
         plan: list[list[tuple[int, list[int]]]] = []  # per job: (request index, example indices)
@@ -308,8 +299,8 @@ class LLMScorer:
                 batches.append((len(requests), idx))
                 requests.append(self._request(ex.description, [examples[i].text for i in idx], (j, b)))
             plan.append(batches)
-        results = self.channel.ask(requests) if requests else []
-        self._last = (self.channel.requests - before[0], self.channel.cached - before[1])
+        results = self._ask(requests)
+        assert self.channel is not None
         out: list[tuple[list[bool | None], list[dict[str, Any]], str | None]] = []
         for (_ex, examples), batches in zip(jobs, plan, strict=True):
             preds: list[bool | None] = [None] * len(examples)
