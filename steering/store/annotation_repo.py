@@ -131,8 +131,13 @@ _MINE = (_q.c.annotator == bindparam("annotator")) & (_q.c.task == bindparam("ta
 _AT = _MINE & (_q.c.position == bindparam("position"))
 # The reader's loop runs these on every request: built once (bound parameters), so a request pays
 # for executing them, not for building and hashing a statement.
-_STATUS = (select(func.count(_q.c.position), func.count(_a.c.id), func.min(case((_a.c.id.is_(None), _q.c.position))))
-           .select_from(_OWN).where(_MINE))
+_COUNTS = (select(func.count(_q.c.position).label("total"), func.count(_a.c.id).label("done"),
+                  func.min(case((_a.c.id.is_(None), _q.c.position))).label("first"))
+           .select_from(_OWN).where(_MINE).subquery("counts"))
+_q2 = queue_items.alias("q2")
+_STATUS = (select(_COUNTS.c.total, _COUNTS.c.done, _COUNTS.c.first, _q2.c.item_key, _q2.c.double_read)
+           .select_from(_COUNTS.outerjoin(_q2, (_q2.c.annotator == bindparam("annotator"))
+                                          & (_q2.c.task == bindparam("task")) & (_q2.c.position == _COUNTS.c.first))))
 _ITEM_AT = select(_q.c.item_key, _q.c.double_read).where(_AT)
 _ANSWER_AT = select(_q.c.item_key, _a.c.answers, _a.c.seconds).select_from(_OWN).where(_AT)
 _FEATURE_OF = select(_g.c.feature_id).where(_g.c.id == bindparam("generation_id"))
@@ -213,16 +218,11 @@ class AnnotationRepositoryMixin:
             return n
 
     def queue_status(self, annotator: str, task: str) -> QueueStatus:
-        """Length, answered count and first unanswered item of a reader's queue (two indexed reads)."""
-        who = {"annotator": annotator, "task": task}
+        """Length, answered count and first unanswered item of a reader's queue (one statement)."""
         with self.engine.connect() as conn:
-            total, done, first = conn.execute(_STATUS, who).one()
-            nxt = None
-            if first is not None:
-                row = conn.execute(_ITEM_AT, {**who, "position": first}).first()
-                if row is not None:
-                    nxt = QueueItem(int(first), row.item_key, bool(row.double_read))
-        return QueueStatus(int(total), int(done), nxt)
+            row = conn.execute(_STATUS, {"annotator": annotator, "task": task}).one()
+        nxt = None if row.item_key is None else QueueItem(int(row.first), row.item_key, bool(row.double_read))
+        return QueueStatus(int(row.total), int(row.done), nxt)
 
     def queue_key_at(self, annotator: str, task: str, position: int) -> str | None:
         """The item at `position` of the reader's queue, if there is one."""
