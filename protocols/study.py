@@ -252,7 +252,7 @@ class Study:
         self.check_device()
         m = self.protocol.model
         return load_adapter(m.kind, self.loaded.resolve(m.path) if m.path else None, dtype=m.dtype, device=m.device,
-                            prompt=m.prompt, image_features=m.image_features)
+                            prompt=m.prompt, image_features=m.image_features, grounded=m.grounded)
 
     def engine(self, adapter, bank):
         from steering.engine import GenerationSettings, SteeringEngine, SteeringSpec
@@ -341,6 +341,8 @@ class Study:
                    # MAIRA-2: the vision output fed to the projector (feature_maps | hidden_states)
                    "image_features": self.protocol.model.image_features if self.protocol.model.kind == "maira2"
                    else None,
+                   # MAIRA-2 grounded reporting (boxes stored in generations.grounding); also in the model name
+                   "grounded": self.protocol.model.grounded if self.protocol.model.kind == "maira2" else None,
                    "sha256": sha256_path(model_path) if model_path and Path(model_path).exists() else None,
                    "dtype": info.dtype, "dtype_requested": self.protocol.model.dtype,
                    "device": info.device, "prompt": info.prompt},

@@ -197,6 +197,17 @@ class StudyStore(ReaderStudyMixin, RepositoryMixin):
                 n += self.insert_ignore("generations", group, conn=conn)
         return n
 
+    def generation_groundings(self, generation_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+        """The stored phrases-with-boxes of these generations (only those generated grounded)."""
+        t = schema.generations
+        ids = sorted({int(i) for i in generation_ids})
+        out: dict[int, list[dict[str, Any]]] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                stmt = select(t.c.id, t.c.grounding).where(t.c.id.in_(ids[i : i + 500]), t.c.grounding.is_not(None))
+                out.update({int(r.id): r.grounding for r in conn.execute(stmt) if isinstance(r.grounding, list)})
+        return out
+
     def generations_with_baselines(self) -> pd.DataFrame:
         """Each steered generation beside its case's baseline (same settings, α = 0).
 
