@@ -63,7 +63,7 @@ def study_and_config(protocol_path: str | Path, command: str, args: argparse.Nam
 
     loaded = load_protocol(protocol_path)
     config = resolve(command, args, protocol=loaded.protocol, protocol_dir=loaded.base_dir, flags=flags or None)
-    study = Study(loaded, Path(config.study.runs_dir) / loaded.protocol.name, limit=config.study.limit)
+    study = Study(loaded, Path(config.study.runs_dir) / loaded.protocol.name, limit=config.get("study.limit"))
     return study, config
 
 
