@@ -168,6 +168,26 @@ def check_store_for_ray(store_url: str, options: ExecutionOptions) -> None:
             f"{public_url(store_url)}; give a database server with --store-url postgresql+psycopg://USER@HOST/DB")
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in one line when nothing listens at a cluster address: Ray itself retries an unreachable
+    head node for minutes, printing warnings, before it gives up. `auto` is left to Ray."""
+    import socket
+
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise RadsteerError(f"--ray-address {address}: expected HOST:PORT (e.g. head-node:6379), ray://HOST:PORT "
+                            "or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise RadsteerError(f"--ray-address {address}: no Ray head answers there ({exc.strerror or exc}); start one "
+                            "with `ray start --head` or leave the address out for a local Ray") from None
+
+
 def shard(case_ids: Sequence[str], per_task: int) -> list[list[str]]:
     return [list(case_ids[i:i + per_task]) for i in range(0, len(case_ids), per_task)]
 
@@ -212,6 +232,7 @@ class RayPool:
             if o.gpus_per_worker:
                 kwargs["num_gpus"] = math.ceil(o.workers * o.gpus_per_worker)
         else:
+            check_reachable(o.address)
             kwargs["address"] = o.address
         try:
             ray.init(**kwargs)

@@ -71,3 +71,27 @@ def test_sweep_on_two_gpu_workers_equals_one_gpu_process(tmp_path, monkeypatch) 
         gb = b.dataframe("generations")[cols].sort_values(cols[:3]).reset_index(drop=True)
     assert len(ga) == 6 * 5 and ga.equals(gb)
     assert '"device": "cuda:0"' in (tmp_path / "ray" / "tiny" / "manifest.json").read_text()
+
+
+def test_a_cluster_address_where_nothing_listens_fails_in_one_line_at_once() -> None:
+    """Ray itself retries an unreachable head for minutes (found by trying 127.0.0.1:1)."""
+    import socket
+    import time
+
+    from steering.distributed import check_reachable
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(RadsteerError, match="no Ray head answers there") as err:
+            check_reachable(address)
+        assert "\n" not in str(err.value) and address in str(err.value)
+    assert time.monotonic() - t0 < 30
+    with pytest.raises(RadsteerError, match="expected HOST:PORT"):
+        check_reachable("head-node")
+    with socket.socket() as server:  # something listening: accepted
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        check_reachable(f"127.0.0.1:{server.getsockname()[1]}")
