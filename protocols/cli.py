@@ -63,13 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     _one_line_warnings(name)
     from protocols.config import BY_KEY
 
-    store_url = BY_KEY["store.url"]
-    if name in store_url.commands:
-        try:  # commands without add_options still take --store-url
-            subparsers[name].add_argument(*store_url.flags, dest=store_url.dest, default=None,
-                                          metavar=store_url.metavar, help=store_url.help)
-        except argparse.ArgumentError:
-            pass  # already added by add_options
+    store_url = BY_KEY["store.url"]  # added by add_options to every command that opens a study
     args = parser.parse_args(argv)
     from steering.store.location import STORE_URL_ENV
 

@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+from protocols.config import add_options
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("protocol", help="study protocol (YAML)")
@@ -26,15 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=512, help="tokens per report; the rest is not mined")
     parser.add_argument("--features", choices=["all", "study"], default="all",
                         help="all features of the bank (default) or only the protocol's features")
-    parser.add_argument("--runs-dir", default="runs", help="where runs/<name>/ is written (default: runs)")
     parser.add_argument("--batch-size", type=int, default=8, help="reports per forward pass (default 8)")
     parser.add_argument("--checkpoint-every", type=int, default=50,
                         help="batches between resumable checkpoints (default 50)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_options(parser, "mine")  # --runs-dir, --no-progress, --store-url (protocols/config.py)
 
 
 def run(args: argparse.Namespace) -> int:
-    from protocols.study import Study
+    from protocols.runner import study_and_config
     from steering.errors import RadsteerError
     from steering.mining import FeatureMiner, MiningSettings, count_docs
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
                               window=args.window, max_length=args.max_length)
     if count_docs(corpus) == 0:
         raise RadsteerError(f"--corpus {corpus} holds no reports")
-    study = Study.from_protocol(args.protocol, args.runs_dir)
+    study, config = study_and_config(args.protocol, "mine", args)
     study.check_run_dir()
     bank = study.load_bank()
     adapter = study.load_adapter()
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size, checkpoint_every=args.checkpoint_every)
     with study.open_store() as store:
         study.record(store, study.engine(adapter, bank), bank)
-        report = miner.run(store, corpus, progress=not args.no_progress)
+        report = miner.run(store, corpus, progress=not config.ui.no_progress)
     from steering.store.files import write_atomic
     from steering.store.manifest import sha256_file
 
