@@ -103,11 +103,11 @@ SETTINGS: tuple[Setting, ...] = (
             "URL recorded in the run directory, else RUN_DIR/study.sqlite)",
             _OPENS_STUDY, metavar="URL"),
     Setting("execution.executor", ("--executor",), "local: this process; ray: worker actors "
-            "(pip install radsteer[distributed])", ("sweep", "run"), default="local",
+            "(pip install radsteer[distributed])", ("sweep", "run", "evaluate", "mine"), default="local",
             protocol=("execution", "executor"), choices=("local", "ray")),
     Setting("execution.address", ("--ray-address",), "join this Ray cluster (implies --executor ray; default: "
-            "a local Ray for the run)", ("sweep", "run"), protocol=("execution", "address"), metavar="ADDR"),
-    Setting("execution.workers", ("--workers",), "Ray workers", ("sweep", "run"), default=2, type=int,
+            "a local Ray for the run)", ("sweep", "run", "evaluate", "mine"), protocol=("execution", "address"), metavar="ADDR"),
+    Setting("execution.workers", ("--workers",), "Ray workers", ("sweep", "run", "evaluate", "mine"), default=2, type=int,
             protocol=("execution", "workers"), check=_positive("--workers"), metavar="N"),
     Setting("ui.no_progress", ("--no-progress",), "no progress bars",
             ("sweep", "evaluate", "run", "demo", "mine", "interpret", "activations", "sae"),

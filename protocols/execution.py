@@ -1,27 +1,43 @@
-"""Which executor runs a study's sweep: this process (`local`, the default) or Ray workers.
+"""Which executor runs a study's per-item work: this process (`local`, the default) or Ray workers.
 
-The protocol's `execution:` section sets it, command-line flags override it. On Ray the driver
-loads no model: each worker rebuilds the study's engine from the protocol file
-(`build_worker_engine`), the driver records the manifest from the workers' engine and
-dispatches whole cases (steering.distributed).
+The protocol's `execution:` section sets it, command-line flags override it. One pool of Ray
+actors (steering.distributed.RayPool) serves every command; what differs is each worker's job:
+- sweep: each worker rebuilds the study's engine from the protocol file (`build_worker_engine`),
+  on the GPU Ray gave it; the driver loads no model, records the manifest from the workers'
+  engine and dispatches whole cases;
+- evaluate: each worker builds its extractor and judge once (evaluation.pipeline.EvaluateJob)
+  and labels the steered generations of whole cases; the driver then makes the combined verdicts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
 from functools import partial
 from typing import Any
 
 from protocols.study import Study
-from steering.distributed import ExecutionOptions, RaySweep, RaySweepReport, check_store_for_ray
-from steering.store import resolve_url
+from steering.distributed import (
+    ExecutionOptions,
+    RayPool,
+    RaySweep,
+    RaySweepReport,
+    assigned_gpu_ids,
+    check_store_for_ray,
+    shard,
+    worker_device,
+)
+from steering.errors import RadsteerError
+from steering.store import StudyStore, resolve_url
 
 
-def execution_options(study: Study, config: Any = None) -> ExecutionOptions:
-    """The protocol's `execution:` section, with the resolved --executor / --ray-address / --workers
-    (protocols.config) on top; an address alone means Ray."""
-    section = study.protocol.execution.model_dump()
+def execution_options(study: Study | None, config: Any = None, *, protocol: Any = None) -> ExecutionOptions:
+    """The protocol's `execution:` section (the study's, or `protocol`, e.g. a run directory's frozen
+    one), with the resolved --executor / --ray-address / --workers (protocols.config) on top; an
+    address alone means Ray."""
+    protocol = study.protocol if study is not None else protocol
+    section = protocol.execution.model_dump() if protocol is not None else {}
     opts = ExecutionOptions(**{f.name: section[f.name] for f in fields(ExecutionOptions) if f.name in section})
     if config is not None:
         over = {"executor": config.get("execution.executor"), "address": config.get("execution.address"),
@@ -36,7 +52,7 @@ def build_worker_engine(protocol_path: str, runs_dir: str, limit: int | None) ->
     """Run inside each Ray worker: the study's engine, exactly as the local executor builds it."""
     study = Study.from_protocol(protocol_path, runs_dir, limit=limit)
     bank = study.load_bank()
-    adapter = study.load_adapter()
+    adapter = study.load_adapter(device=worker_device(study.protocol.model.device, assigned_gpu_ids()))
     return study.engine(adapter, bank)
 
 
@@ -59,3 +75,53 @@ def sweep_on_ray(study: Study, options: ExecutionOptions, *, progress: bool = Tr
 
     return RaySweep(factory, url, options).run(study.cases, rows, progress=progress, on_ready=ready,
                                                on_workers=on_workers)
+
+
+def evaluate_on_ray(store_url: str, options: ExecutionOptions, *, extractor: str,
+                    extractor_options: Mapping[str, Any], judge: Any, combine_rule: str, batch_size: int,
+                    progress: bool = True, on_workers: Callable[[list[int]], None] | None = None):
+    """Entity-diff and judge verdicts on Ray workers, shards of whole cases; then the combined
+    verdicts here. Returns (EvaluationSummary, worker restarts). `judge` is the driver's LLMJudge
+    (its key already read): the workers build their own from its config and their own environment,
+    and their counts are added to it, so its outcome line covers the whole run."""
+    from tqdm.auto import tqdm
+
+    from evaluation.pipeline import EvaluateJob, EvaluationSummary, Evaluator
+
+    check_store_for_ray(store_url, options)
+    jc = judge.config if judge is not None else None
+    if jc is not None and (jc.max_calls is not None or jc.max_tokens is not None):
+        raise RadsteerError("--judge-max-calls / --judge-max-tokens are one budget for the whole run, which Ray "
+                            "workers cannot share: run evaluate with --executor local, or without a budget")
+    with StudyStore(store_url) as store:
+        rows = store.generations_with_baselines().to_dict("records")
+    by_case: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_case.setdefault(str(r["case_id"]), []).append(r)
+    per_task = options.cases_per_task or max(1, math.ceil(len(by_case) / (4 * options.workers)))
+    parts = [[r for c in ids for r in by_case[c]] for ids in shard(sorted(by_case), per_task)]
+    summary = EvaluationSummary(generations=len(rows))
+    job = partial(EvaluateJob, store_url, {"extractor": extractor, "extractor_options": dict(extractor_options),
+                                           "combine_rule": combine_rule, "batch_size": batch_size}, jc)
+    bar = tqdm(total=len(rows), unit="row", desc=f"evaluating on {options.workers} Ray workers",
+               disable=not progress, dynamic_ncols=True)
+
+    def done(part: Any, out: dict[str, Any]) -> None:
+        summary.merge(out["summary"])
+        if judge is not None:
+            judge.absorb(out["summary"].judge_stats, out["judge_error"], out["response_format"])
+        bar.update(out["rows"])
+
+    try:
+        with RayPool(job, options) as pool:
+            if on_workers is not None:
+                on_workers(list(pool.pids.values()))
+            pool.map(parts, done)
+            restarts = pool.restarts
+    finally:
+        bar.close()
+    with StudyStore(store_url) as store:
+        combiner = Evaluator(store, extractor=None, combine_rule=combine_rule, progress=False)
+        combiner.summary = summary
+        combiner.combine(rows)
+    return summary, restarts
