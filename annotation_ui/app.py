@@ -177,6 +177,13 @@ def _script() -> str:
     const s = S(drag.v); s.x = ev.clientX - drag.x0; s.y = ev.clientY - drag.y0; apply(drag.v);
   });
   document.addEventListener('pointerup', () => { drag = null; });
+  // grounded reports: hovering a box or a legend line highlights that sentence's boxes and line
+  document.addEventListener('mouseover', (ev) => {
+    const hit = ev.target.closest && ev.target.closest('[data-rs-box]');
+    const tag = hit ? hit.dataset.rsBox : null, v = hit && hit.closest('.rs-viewer');
+    document.querySelectorAll('.rs-hl').forEach(e => { if (!v || e.dataset.rsBox !== tag) e.classList.remove('rs-hl'); });
+    if (v) v.querySelectorAll('[data-rs-box]').forEach(e => { if (e.dataset.rsBox === tag) e.classList.add('rs-hl'); });
+  });
   document.addEventListener('dblclick', (ev) => {
     const v = ev.target.closest && ev.target.closest('.rs-stage') && ev.target.closest('.rs-viewer');
     if (v) reset(v);
@@ -310,7 +317,7 @@ class AnnotationApp:
             view.ref,
             gr.update(choices=[(MODES[m], m) for m in modes], value=mode if mode in modes else None,
                       visible=len(modes) > 1) if first else (mode if mode in modes else None),
-            view.progress, header, views.images_html(images), *self._sides(view), view.readers,
+            view.progress, header, views.images_html(images, view.grounding), *self._sides(view), view.readers,
         ]
         for task in QUESTIONS:
             vals += [view.answers.get(f) if view.task == task else None for f, _q, _c in QUESTIONS[task]]
@@ -472,7 +479,7 @@ class AnnotationApp:
         self.server = AnnotationServer(
             self.blocks, self.accounts, self.sessions, local_user=LOCAL_USER, title="radsteer reader study",
             auth_message="Log in with the user name and password your study coordinator gave you.",
-            css=views.CSS + views.LAYOUT_CSS, head=_script(), throttle=self.throttle)
+            css=views.CSS + views.LAYOUT_CSS + views.GROUNDING_CSS, head=_script(), throttle=self.throttle)
         url = self.server.serve(host, port if port is not None else _free_port(host), block=block, quiet=quiet)
         return self.server.app, url
 

@@ -47,6 +47,7 @@ class ItemView:
     finished: bool = False
     images: list[CaseImage] = field(default_factory=list)  # the case's images (change task, MAIRA-2 cases)
     readers: str = ""  # adjudication: the readers' answers (HTML)
+    grounding: dict[str, list] = field(default_factory=dict)  # change: {"baseline"/"steered": phrases with boxes}
 
     @property
     def progress(self) -> str:
@@ -193,6 +194,8 @@ class AnnotationService:
         view.header = views.change_header(item, automated)
         view.left, view.right = views.change_sides(row.baseline, row.text)
         view.images = case_images(inputs)
+        if any(im.view == "frontal" for im in view.images):  # grounded reports' boxes, drawn on the frontal image
+            view.grounding = self.store.change_grounding(generation_id)
 
     def _fill_feature(self, view: ItemView, feature_id: str) -> None:
         fc = feature_contexts

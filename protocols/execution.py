@@ -6,7 +6,11 @@ actors (steering.distributed.RayPool) serves every command; what differs is each
   on the GPU Ray gave it; the driver loads no model, records the manifest from the workers'
   engine and dispatches whole cases;
 - evaluate: each worker builds its extractor and judge once (evaluation.pipeline.EvaluateJob)
-  and labels the steered generations of whole cases; the driver then makes the combined verdicts.
+  and labels the steered generations of whole cases; the driver then makes the combined verdicts;
+- mine: each worker loads the model once (`MiningJob`) and mines whole planning chunks of the
+  corpus into a state of its own; the driver merges the states as they come (top-k of top-k's,
+  ties to the earlier document: the local result), checkpoints them like a local run, and one
+  worker writes the contexts.
 """
 
 from __future__ import annotations
@@ -125,3 +129,118 @@ def evaluate_on_ray(store_url: str, options: ExecutionOptions, *, extractor: str
         combiner.summary = summary
         combiner.combine(rows)
     return summary, restarts
+
+
+class MiningJob:
+    """A Ray worker's mining job: the study's model (on the worker's GPU, if any) and a FeatureMiner."""
+
+    def __init__(self, protocol_path: str, runs_dir: str, feature_ids: list[str] | None, settings: Any,
+                 batch_size: int, store_url: str) -> None:
+        from steering.mining import FeatureMiner
+
+        study = Study.from_protocol(protocol_path, runs_dir)
+        bank = study.load_bank()
+        adapter = study.load_adapter(device=worker_device(study.protocol.model.device, assigned_gpu_ids()))
+        self.engine = study.engine(adapter, bank)
+        self.miner = FeatureMiner(adapter, bank, study.protocol.layer, feature_ids=feature_ids, settings=settings,
+                                  batch_size=batch_size)
+        self.store_url = store_url
+
+    def info(self) -> Any:
+        from steering.distributed import engine_info
+
+        return engine_info(self.engine)
+
+    def describe(self, corpus_sha256: str) -> dict[str, Any]:
+        m = self.miner
+        return {"key": m.mining_key(corpus_sha256), "n_features": len(m.feature_ids), "reader": m.reader.kind}
+
+    def run_shard(self, part: tuple[list[Any], set[str]]) -> dict[str, Any]:
+        docs, skip = part
+        state, report = self.miner.mine_docs(docs, skip)
+        return {"state": state.to_bytes(), "n_docs": state.n_docs, "report": report,
+                "doc_ids": [d.doc_id for d in docs if d.doc_id not in skip]}
+
+    def finalize(self, key: str, blob: bytes, n_docs: int, names: Mapping[int, str]) -> int:
+        with StudyStore(self.store_url) as store:
+            return self.miner.finalize_state(store, key, blob, n_docs, names)
+
+
+def mine_on_ray(study: Study, options: ExecutionOptions, corpus: Any, *, settings: Any, study_features: bool,
+                batch_size: int, progress: bool = True) -> tuple[Any, dict[str, Any]]:
+    """`radsteer mine` on Ray workers. Returns (MiningReport, what mining.json records of the workers'
+    miner). Resumable like the local run, and from the same checkpoints: merged states are saved
+    with the documents they cover as each shard comes back."""
+    import time
+    from itertools import islice
+
+    from tqdm.auto import tqdm
+
+    from steering.mining import (
+        CHUNK_BATCHES,
+        MiningReport,
+        MiningState,
+        count_docs,
+        doc_names,
+        needed_ordinals,
+        read_corpus,
+    )
+    from steering.store.manifest import sha256_file
+    from steering.store.repositories import MiningCheckpoint
+
+    start = time.perf_counter()
+    url = resolve_url(study.run_dir)
+    check_store_for_ray(url, options)
+    bank = study.load_bank()
+    feature_ids = study.feature_ids(bank) if study_features else None
+    with study.open_store():
+        pass  # creates (or upgrades) the study's tables before any worker writes
+    job = partial(MiningJob, str(study.loaded.path.resolve()), str(study.run_dir.parent.resolve()), feature_ids,
+                  settings, batch_size, url)
+    with RayPool(job, options) as pool:
+        infos = pool.call_all("info")
+        described = pool.call_all("describe", sha256_file(corpus))
+        if len({d["key"] for d in described}) != 1:
+            raise RadsteerError("the Ray workers built different miners (model, bank or settings differ between "
+                                "nodes); give every node the same files and package versions")
+        desc, key = described[0], described[0]["key"]
+        merged = MiningState(desc["n_features"], settings)
+        with StudyStore(url) as store:
+            study.record(store, infos[0], bank)
+            checkpoint = store.mining_checkpoint(key)
+            if checkpoint is not None:
+                merged.load_bytes(checkpoint.state, checkpoint.n_docs)
+            docs = read_corpus(corpus)
+            parts = []
+            while chunk := list(islice(docs, batch_size * CHUNK_BATCHES)):  # the local run's planning chunks
+                done = store.mined_documents(key, [d.doc_id for d in chunk])
+                if len(done) < len(chunk):
+                    parts.append((chunk, done))
+        report = MiningReport(docs_total=count_docs(corpus), docs_already_mined=merged.n_docs,
+                              features=desc["n_features"])
+        bar = tqdm(total=report.docs_total, initial=merged.n_docs, unit="doc", disable=not progress,
+                   desc=f"mining on {options.workers} Ray workers", dynamic_ncols=True)
+
+        def done_part(part: Any, out: dict[str, Any]) -> None:
+            shard_state = MiningState(desc["n_features"], settings)
+            shard_state.load_bytes(out["state"], out["n_docs"])
+            merged.merge(shard_state)
+            with StudyStore(url) as store:  # the merged state and the documents it covers, in one go
+                store.save_mining_checkpoint(MiningCheckpoint(key, merged.n_docs, merged.to_bytes()), out["doc_ids"])
+            r = out["report"]
+            report.docs_mined += r.docs_mined
+            report.tokens_mined += r.tokens_mined
+            report.docs_truncated += r.docs_truncated
+            report.batches += r.batches
+            report.checkpoints += 1
+            bar.update(r.docs_mined)
+
+        try:
+            pool.map(parts, done_part)
+        finally:
+            bar.close()
+        names = doc_names(corpus, needed_ordinals(merged))
+        report.contexts_stored = pool.call_one("finalize", key, merged.to_bytes(), merged.n_docs, names)
+    report.seconds = time.perf_counter() - start
+    return report, {"key": key, "reader": desc["reader"], "n_features": desc["n_features"],
+                    "layer_module": infos[0].layer_module}

@@ -255,6 +255,10 @@ class RayPool:
         """`job.method(*args)` on every worker (e.g. what engine each one built)."""
         return self.get([a.call.remote(method, *args) for a in self.actors])
 
+    def call_one(self, method: str, *args: Any) -> Any:
+        """`job.method(*args)` on one worker (e.g. writing a merged result)."""
+        return self.get(self.actors[0].call.remote(method, *args))
+
     def map(self, parts: Sequence[Any], on_result: Callable[[Any, Any], None], *, per_worker: int = 2) -> None:
         """Run every part with `job.run_shard(part)`, keeping each live worker busy with up to
         `per_worker` parts; `on_result(part, output)` runs on the driver as each one finishes.

@@ -80,6 +80,10 @@ def test_engine_stores_each_rows_phrases_and_boxes(maira2_snapshot, tmp_path) ->
     assert rows["f1"]["grounding"] is None
     assert store.generation_groundings([r["id"] for r in rows.values()]) == {
         rows[""]["id"]: base.grounding, rows["f0"]["id"]: cut.grounding}
+    # what the annotation app reads for a steered item: both sides in one query
+    assert store.change_grounding(rows["f0"]["id"]) == {"baseline": base.grounding, "steered": cut.grounding}
+    assert store.change_grounding(rows["f1"]["id"]) == {"baseline": base.grounding}
+    assert store.change_grounding(10_000) == {}
     store.close()
 
 

@@ -142,3 +142,45 @@ def test_evaluate_on_ray_killed_worker_every_verdict_once_equal_to_local(tmp_pat
     a, b = _verdicts(tmp_path / "a" / "tiny"), _verdicts(tmp_path / "b" / "tiny")
     assert len(a) == 3 * steered and b == a
     assert all(v["error"] is None for v in b.values())
+
+
+def test_mine_on_ray_equals_local(tmp_path, shared_ray, monkeypatch, capsys) -> None:
+    """The corpus in whole planning chunks on 2 workers, the shards' states merged on the driver:
+    the same contexts, samples and statistics as one process, row for row; a second run resumes."""
+    import torch
+
+    from tests.helpers_mining import planted_setup
+
+    monkeypatch.delenv(STORE_URL_ENV, raising=False)
+    protocol = write_tiny_study(tmp_path, n_cases=2, features=("f0", "f1"))
+    p = planted_setup(tmp_path, n_docs=70)
+    enc = p.bank.encoder
+    torch.save({"W_enc": enc.W_enc, "b_enc": enc.b_enc, "W_dec": p.bank.decoder, "b_dec": enc.b_dec,
+                "threshold": torch.tensor(0.0), "k": torch.tensor(2), "group_sizes": torch.tensor([p.bank.n_features])},
+               tmp_path / "ae.pt")
+    args = [str(protocol), "--corpus", str(p.corpus), "--top-k", "4", "--samples", "3", "--batch-size", "2",
+            "--no-progress"]
+    assert main(["mine", *args, "--runs-dir", str(tmp_path / "local")]) == 0
+    assert main(["mine", *args, "--runs-dir", str(tmp_path / "ray"), "--executor", "ray", "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "70 documents mined" in out and "on 2 Ray workers" in out, out
+
+    def evidence(run_dir):
+        with StudyStore.open(run_dir) as s:
+            ctx = s.dataframe("feature_contexts").drop(columns=["id"], errors="ignore")
+            stats = s.dataframe("feature_stats").drop(columns=["id"], errors="ignore")
+            assert s.count("mining_progress") == 70
+        ctx = ctx.sort_values(["feature_id", "kind", "rank"]).reset_index(drop=True)
+        return ctx.to_dict("records"), stats.sort_values("feature_id").to_dict("records")
+
+    local_ctx, local_stats = evidence(tmp_path / "local" / "tiny")
+    ray_ctx, ray_stats = evidence(tmp_path / "ray" / "tiny")
+    assert len(local_ctx) > 6 * 4 and ray_ctx == local_ctx
+    assert len(local_stats) == p.bank.n_features and ray_stats == local_stats
+    top = {(r["doc_id"], r["token_index"]) for r in ray_ctx if r["kind"] == "top" and r["feature_id"] == "f0"}
+    assert top <= p.places["f0"] or p.places["f0"] <= top
+    local_meta = json.loads((tmp_path / "local" / "tiny" / "mining.json").read_text())
+    ray_meta = json.loads((tmp_path / "ray" / "tiny" / "mining.json").read_text())
+    assert ray_meta == local_meta | {"corpus": ray_meta["corpus"]}
+    assert main(["mine", *args, "--runs-dir", str(tmp_path / "ray"), "--executor", "ray"]) == 0
+    assert "0 documents mined" in capsys.readouterr().out  # resumed from the merged checkpoints: nothing twice

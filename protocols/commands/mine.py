@@ -48,6 +48,19 @@ def run(args: argparse.Namespace) -> int:
         raise RadsteerError(f"--corpus {corpus} holds no reports")
     study, config = study_and_config(args.protocol, "mine", args)
     study.check_run_dir()
+    from protocols.execution import execution_options
+
+    options = execution_options(study, config)
+    if options.executor == "ray":  # whole planning chunks of the corpus on Ray workers (protocols.execution)
+        from protocols.execution import mine_on_ray
+
+        report, info = mine_on_ray(study, options, corpus, settings=settings, study_features=args.features == "study",
+                                   batch_size=args.batch_size, progress=not config.ui.no_progress)
+        _write_mining_json(study, corpus, info["key"], info["layer_module"], info["reader"], info["n_features"],
+                           settings)
+        print(f"radsteer mine: {report.summary()} on {options.workers} Ray workers")
+        print(f"radsteer mine: stored in {study.run_dir} (tables feature_contexts, feature_stats)")
+        return 0
     bank = study.load_bank()
     adapter = study.load_adapter()
     features = study.feature_ids(bank) if args.features == "study" else None
@@ -56,15 +69,23 @@ def run(args: argparse.Namespace) -> int:
     with study.open_store() as store:
         study.record(store, study.engine(adapter, bank), bank)
         report = miner.run(store, corpus, progress=not config.ui.no_progress)
+    from steering.store.manifest import sha256_file
+
+    _write_mining_json(study, corpus, miner.mining_key(sha256_file(corpus)),
+                       adapter.layer_module_path(study.protocol.layer), miner.reader.kind, len(miner.feature_ids),
+                       settings)
+    print(f"radsteer mine: {report.summary()}")
+    print(f"radsteer mine: stored in {study.run_dir} (tables feature_contexts, feature_stats)")
+    return 0
+
+
+def _write_mining_json(study, corpus: Path, key: str, layer_module: str, reader: str, n_features: int,
+                       settings) -> None:
     from steering.store.files import write_atomic
     from steering.store.manifest import sha256_file
 
     write_atomic(study.run_dir / "mining.json", json.dumps({
-        "corpus": str(corpus.resolve()), "corpus_sha256": sha256_file(corpus),
-        "corpus_hash": miner.mining_key(sha256_file(corpus)), "layer": study.protocol.layer,
-        "layer_module": adapter.layer_module_path(study.protocol.layer), "reader": miner.reader.kind,
-        "n_features": len(miner.feature_ids), "settings": settings.describe(),
+        "corpus": str(corpus.resolve()), "corpus_sha256": sha256_file(corpus), "corpus_hash": key,
+        "layer": study.protocol.layer, "layer_module": layer_module, "reader": reader,
+        "n_features": n_features, "settings": settings.describe(),
     }, indent=2) + "\n")
-    print(f"radsteer mine: {report.summary()}")
-    print(f"radsteer mine: stored in {study.run_dir} (tables feature_contexts, feature_stats)")
-    return 0
