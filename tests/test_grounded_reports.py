@@ -80,10 +80,17 @@ def test_engine_stores_each_rows_phrases_and_boxes(maira2_snapshot, tmp_path) ->
     assert rows["f1"]["grounding"] is None
     assert store.generation_groundings([r["id"] for r in rows.values()]) == {
         rows[""]["id"]: base.grounding, rows["f0"]["id"]: cut.grounding}
-    # what the annotation app reads for a steered item: both sides in one query
-    assert store.change_grounding(rows["f0"]["id"]) == {"baseline": base.grounding, "steered": cut.grounding}
-    assert store.change_grounding(rows["f1"]["id"]) == {"baseline": base.grounding}
-    assert store.change_grounding(10_000) == {}
+    # what the annotation app shows for a steered item: both sides (a side generated ungrounded is absent)
+    from annotation_ui.queues import QueueConfig
+    from annotation_ui.service import AnnotationService, ItemView
+
+    store.add_cases([{"case_id": "c1", "inputs": {"frontal": "/nonexistent/pa.png"}, "split": "test"}])
+    svc = AnnotationService(store, "change", QueueConfig(), ["local"])
+    for feature, expected in (("f0", {"baseline": base.grounding, "steered": cut.grounding}),
+                              ("f1", {"baseline": base.grounding})):
+        view = ItemView("change", "", 0, 1, 0)
+        svc.fill(view, str(rows[feature]["id"]))
+        assert view.grounding == expected
     store.close()
 
 
@@ -170,3 +177,15 @@ def test_grounded_is_a_maira2_option(tmp_path, capsys) -> None:
     path.write_text(yaml.safe_dump(protocol))
     assert main(["validate", str(path)]) == 2
     assert "model.grounded applies to MAIRA-2 only" in capsys.readouterr().err
+
+
+@pytest.mark.postgres
+def test_grounding_round_trips_on_postgres(pg_url, tmp_path) -> None:
+    grounding = grounding_records(REPORT + '<obj>Ünïcode "quotes" <b>\\n</obj>')
+    with StudyStore.open(tmp_path / "run", pg_url) as store:
+        store.add_cases([{"case_id": "c1", "inputs": {}, "split": "test"}])
+        common = dict(case_id="c1", settings_hash="h", n_tokens=3, finish_reason="eos", seconds=0.1)
+        store.add_generations([dict(common, feature_id="", alpha=0.0, text="a", grounding=grounding),
+                               dict(common, feature_id="f0", alpha=1.0, text="b")])
+        ids = {r["feature_id"]: r["id"] for r in store.rows("generations")}
+        assert store.generation_groundings(list(ids.values())) == {ids[""]: grounding}

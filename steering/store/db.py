@@ -208,21 +208,6 @@ class StudyStore(ReaderStudyMixin, RepositoryMixin):
                 out.update({int(r.id): r.grounding for r in conn.execute(stmt) if isinstance(r.grounding, list)})
         return out
 
-    def change_grounding(self, generation_id: int) -> dict[str, list[dict[str, Any]]]:
-        """The boxes a reader sees for one steered generation: `{"baseline": […], "steered": […]}`
-        (a side generated without grounding is absent; one query, by primary key)."""
-        g, b = schema.generations, schema.generations.alias("b")
-        stmt = (select(g.c.grounding, b.c.grounding.label("baseline"))
-                .outerjoin(b, (b.c.case_id == g.c.case_id) & (b.c.settings_hash == g.c.settings_hash)
-                           & (b.c.feature_id == schema.BASELINE_FEATURE))
-                .where(g.c.id == int(generation_id)))
-        with self.engine.connect() as conn:
-            row = conn.execute(stmt).first()
-        if row is None:
-            return {}
-        return {side: value for side, value in (("baseline", row.baseline), ("steered", row.grounding))
-                if isinstance(value, list)}
-
     def generations_with_baselines(self) -> pd.DataFrame:
         """Each steered generation beside its case's baseline (same settings, α = 0).
 
