@@ -399,6 +399,8 @@ def config_for_args(command: str, args: argparse.Namespace) -> Config:
         return resolve(command, args, protocol=loaded.protocol, protocol_dir=loaded.base_dir)
     run_dir = getattr(args, "run_dir", None)
     if run_dir is not None:
+        if not (Path(run_dir) / "protocol.yaml").exists():
+            return resolve(command, args, notes=[f"{run_dir} has no protocol.yaml: settings are flags and defaults"])
         return resolve_for_run_dir(command, args, run_dir)
     return resolve(command, args)
 

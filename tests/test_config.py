@@ -285,6 +285,10 @@ def test_print_config_says_where_every_value_came_from(tmp_path: Path, capsys) -
     (run_dir / "protocol.yaml").write_text(path.read_text().replace("blinded: false", "blinded: maybe"))
     assert main(["annotate", str(run_dir), "--print-config"]) == 2
     assert "annotation.blinded" in capsys.readouterr().err
+    (run_dir / "protocol.yaml").unlink()
+    assert main(["annotate", str(run_dir), "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert _printed(out)["annotate.blinded"] == "True  (default)" and "has no protocol.yaml" in out
 
 
 def test_the_demo_passes_its_flags_to_the_steering_study(tmp_path: Path) -> None:
