@@ -230,7 +230,9 @@ def grounding_html(grounding: dict[str, Any] | None) -> tuple[str, str]:
     moves with it. MAIRA-2's boxes are normalised to the centre square it crops the frontal image
     to; `viewBox="0 0 1000 1000"` with `xMidYMid meet` is exactly that square of the displayed image.
     Each box carries its tag (B1, S2 …) and a hover title with its sentence; the legend lists the
-    sentences and has a show/hide switch per report."""
+    sentences and has a show/hide switch per report. The page script underlines the sentences that
+    have boxes in the report texts (CSS highlights: no markup is added to the reports) and marks the
+    one whose box or legend line is hovered."""
     shapes: list[str] = []
     lists: list[str] = []
     for side, name, prefix in GROUNDING_SIDES:
@@ -249,7 +251,7 @@ def grounding_html(grounding: dict[str, Any] | None) -> tuple[str, str]:
                     f'<rect x="{1000 * x0:.1f}" y="{1000 * y0:.1f}" width="{w:.1f}" height="{h:.1f}" '
                     'vector-effect="non-scaling-stroke"/>'
                     f'<text x="{1000 * x0 + 6:.1f}" y="{1000 * y0 + 34:.1f}">{tag}</text></g>')
-            items.append(f'<li data-rs-box="{tag}"><b>{tag}</b> {esc(text)}</li>')
+            items.append(f'<li data-rs-box="{tag}"><b>{tag}</b> <span class="rs-gt">{esc(text)}</span></li>')
         if items:
             lists.append(
                 f'<div class="rs-gl rs-gl-{side}"><label><input type="checkbox" class="rs-show" data-side="{side}" '
@@ -278,6 +280,8 @@ GROUNDING_CSS = (
     ".rs-swatch{display:inline-block;width:14px;height:9px;border:2px solid;vertical-align:middle}"
     ".rs-gl-baseline .rs-swatch{border-color:#38bdf8;border-style:dashed}.rs-gl-baseline b{color:#38bdf8}"
     ".rs-gl-steered .rs-swatch{border-color:#f97316}.rs-gl-steered b{color:#f97316}"
+    "::highlight(rs-g-b){text-decoration:underline dashed #0284c7 2px}"
+    "::highlight(rs-g-s){text-decoration:underline solid #ea580c 2px}::highlight(rs-g-hl){background-color:#fde68a}"
     ".rs-viewer:has(.rs-show[data-side=baseline]:not(:checked)) .rs-box-baseline{display:none}"
     ".rs-viewer:has(.rs-show[data-side=steered]:not(:checked)) .rs-box-steered{display:none}"
 )

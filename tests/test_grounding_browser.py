@@ -75,14 +75,20 @@ def _study(run_dir: Path) -> StudyStore:
     store.add_features([{"feature_id": "f0", "source": "sae", "bank_index": 0, "description": "opacity",
                          "target_concepts": ["opacity"]}])
     rows = []
+    steered_text = f"Left lower opacity {HOSTILE} No pneumothorax. malformed"  # the plain text of STEERED
     for i, (base, steered) in enumerate(((BASELINE, STEERED), (None, None))):
         for feature, alpha, grounding, text in ((BASELINE_FEATURE, 0.0, base, "Left lower opacity No pneumothorax."),
-                                                ("f0", 8.0, steered, "Left lower opacity. Something else.")):
+                                                ("f0", 8.0, steered, steered_text)):
             rows.append(dict(case_id=f"c{i}", feature_id=feature, alpha=alpha, settings_hash="s", text=text,
                              n_tokens=9, finish_reason="eos", seconds=0.1,
                              **({"grounding": grounding} if grounding is not None else {})))
     store.add_generations(rows)
     return store
+
+
+MARKS = ("(() => Object.fromEntries(['rs-g-b', 'rs-g-s', 'rs-g-hl'].map(n => "
+         "[n, [...(CSS.highlights.get(n) || [])].map(r => r.toString())])))()")
+"""The report-text ranges the page script marked: sentences with boxes, and the hovered one."""
 
 
 def _boxes(page, side: str) -> list[dict]:
@@ -124,6 +130,7 @@ def test_grounded_boxes_over_the_frontal_image(browser, tmp_path: Path) -> None:
             seen.add(case)
             if case == 1:  # generated without grounding: the viewer exactly as before
                 assert page.eval_on_selector_all(".rs-boxes, #rs-grounding, [data-rs-box]", "es => es.length") == 0
+                page.wait_for_function(f"() => {MARKS}['rs-g-s'].length === 0")
             else:
                 _check_grounded(page, shots)
             page.click("h2")
@@ -156,9 +163,15 @@ def _check_grounded(page, shots: Path) -> None:
     assert "B1 Left lower opacity" in legend and HOSTILE in legend and "malformed" in legend
     assert "No pneumothorax" not in legend  # a sentence without a box is not listed
 
-    # hovering a legend line highlights that sentence's boxes (both of S2's)
+    # the sentences with boxes are underlined in their reports' texts (found through the word diff)
+    page.wait_for_function(f"() => {MARKS}['rs-g-s'].length === 3")
+    marks = page.evaluate(MARKS)
+    assert marks["rs-g-b"] == ["Left lower opacity"] and marks["rs-g-hl"] == []
+    assert sorted(marks["rs-g-s"]) == sorted(["Left lower opacity", HOSTILE, "malformed"])
+    # hovering a legend line highlights that sentence's boxes (both of S2's) and its text
     page.hover(".rs-gl-steered li[data-rs-box=S2]")
     assert page.eval_on_selector_all(f"{frontal} .rs-box.rs-hl", "es => es.map(e => e.dataset.rsBox)") == ["S2", "S2"]
+    assert page.evaluate(MARKS)["rs-g-hl"] == [HOSTILE]
 
     # zoom in (button) and on the wheel, pan by dragging: the boxes stay on the image
     page.click(f"{frontal} button[data-act=in]")
