@@ -206,7 +206,8 @@ def default(key: str) -> Any:
     return BY_KEY[key].default
 
 
-RUN_ONLY_ELSEWHERE = ("stats.out", "report.output", "ui.threads")  # single-command outputs; `run` writes into the run directory
+# settings of single commands only: their outputs (`run` writes into the run directory), torch threads (demo, sae)
+RUN_ONLY_ELSEWHERE = ("stats.out", "report.output", "ui.threads")
 
 
 def settings_for(command: str) -> list[Setting]:
