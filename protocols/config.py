@@ -206,7 +206,8 @@ def default(key: str) -> Any:
     return BY_KEY[key].default
 
 
-RUN_ONLY_ELSEWHERE = ("stats.out", "report.output", "ui.threads")  # single-command outputs; `run` writes into the run directory
+# settings of single commands only: their outputs (`run` writes into the run directory), torch threads (demo, sae)
+RUN_ONLY_ELSEWHERE = ("stats.out", "report.output", "ui.threads")
 
 
 def settings_for(command: str) -> list[Setting]:
@@ -399,6 +400,8 @@ def config_for_args(command: str, args: argparse.Namespace) -> Config:
         return resolve(command, args, protocol=loaded.protocol, protocol_dir=loaded.base_dir)
     run_dir = getattr(args, "run_dir", None)
     if run_dir is not None:
+        if not (Path(run_dir) / "protocol.yaml").exists():
+            return resolve(command, args, notes=[f"{run_dir} has no protocol.yaml: settings are flags and defaults"])
         return resolve_for_run_dir(command, args, run_dir)
     return resolve(command, args)
 

@@ -285,3 +285,17 @@ def test_print_config_says_where_every_value_came_from(tmp_path: Path, capsys) -
     (run_dir / "protocol.yaml").write_text(path.read_text().replace("blinded: false", "blinded: maybe"))
     assert main(["annotate", str(run_dir), "--print-config"]) == 2
     assert "annotation.blinded" in capsys.readouterr().err
+    (run_dir / "protocol.yaml").unlink()
+    assert main(["annotate", str(run_dir), "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert _printed(out)["annotate.blinded"] == "True  (default)" and "has no protocol.yaml" in out
+
+
+def test_the_demo_passes_its_flags_to_the_steering_study(tmp_path: Path) -> None:
+    """`radsteer demo --limit N --no-progress` reaches the study's config the way `run` would."""
+    args = _parse("demo", ["--limit", "2", "--no-progress", "--threads", "1"])
+    cfg = resolve("demo", args, flags={"study.runs_dir": str(tmp_path)})
+    assert (cfg.study.limit, cfg.ui.no_progress, cfg.ui.threads, cfg.study.runs_dir) == (2, True, 1, str(tmp_path))
+    assert cfg.sources["study.runs_dir"] == "flag" and cfg.report.examples == 12  # and every step's settings
+    with pytest.raises(RadsteerError, match="--threads must be ≥ 1, not 0"):
+        resolve("sae", _parse("sae", ["--threads", "0"]))
