@@ -189,3 +189,22 @@ def test_grounding_round_trips_on_postgres(pg_url, tmp_path) -> None:
                                dict(common, feature_id="f0", alpha=1.0, text="b")])
         ids = {r["feature_id"]: r["id"] for r in store.rows("generations")}
         assert store.generation_groundings(list(ids.values())) == {ids[""]: grounding}
+
+
+def test_radsteer_generate_prints_the_boxes(chain_snapshot, tmp_path, capsys) -> None:
+    _protocol(tmp_path, chain_snapshot, "unused", True)  # writes ae.pt
+    case = dict(chain_snapshot.study(), case_id="c1")
+    argv = ["generate", "--model-kind", "maira2", "--model", str(chain_snapshot.path), "--grounded",
+            "--sae", str(tmp_path / "ae.pt"), "--feature", "f0", "--alpha", "1", "--layer", "1",
+            "--case", json.dumps(case), "--max-new-tokens", "30"]
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["baseline"] == "Left lower opacity" == out["steered"][0]["text"]
+    assert out["baseline_grounding"] == [{"text": "Left lower opacity", "boxes": [BASE_BOX]}]
+    assert out["steered"][0]["grounding"] == [{"text": "Left lower opacity", "boxes": [MOVED_BOX]}]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "boxes (baseline):\n  baseline: Left lower opacity  [0.105, 0.555, 0.405, 0.905]" in text
+    assert "boxes (α = +1):\n  α = +1: Left lower opacity  [0.105, 0.205, 0.405, 0.905]" in text
+    assert main(["generate", "--model-kind", "demo", "--grounded", "--case", "{}"]) == 2
+    assert "--grounded applies to MAIRA-2 only" in capsys.readouterr().err
