@@ -158,6 +158,10 @@ def test_sweep_stores_grounded_reports_and_steering_moves_a_box(chain_snapshot, 
         assert r["text"] == "Left lower opacity" and r["finish_reason"] == "eos"  # the evaluators' plain text
         box = MOVED_BOX if r["feature_id"] == "f0" else BASE_BOX
         assert r["grounding"] == [{"text": "Left lower opacity", "boxes": [box]}], r
+    # the later steps read the plain text; the stored boxes do not get in their way
+    assert main(["evaluate", str(runs / "g"), "--no-judge"]) == 0
+    assert main(["stats", str(runs / "g")]) == 0
+    assert main(["report", str(runs / "g")]) == 0
 
     # the same study without grounding: the same plain text, no boxes, another settings hash
     assert main(["sweep", str(_protocol(tmp_path, chain_snapshot, "plain", False)), "--runs-dir", str(runs),
