@@ -47,6 +47,7 @@ class ItemView:
     finished: bool = False
     images: list[CaseImage] = field(default_factory=list)  # the case's images (change task, MAIRA-2 cases)
     readers: str = ""  # adjudication: the readers' answers (HTML)
+    grounding: dict[str, list] = field(default_factory=dict)  # change: {"baseline"/"steered": phrases with boxes}
 
     @property
     def progress(self) -> str:
@@ -172,7 +173,8 @@ class AnnotationService:
         with self.store.engine.connect() as conn:
             row = conn.execute(
                 select(g.c.case_id, g.c.feature_id, g.c.alpha, g.c.text, b.c.text.label("baseline"),
-                       features.c.description, cases.c.inputs)
+                       features.c.description, cases.c.inputs,
+                       g.c.grounding, b.c.grounding.label("baseline_grounding"))  # grounded reports' boxes
                 .join(b, (b.c.case_id == g.c.case_id) & (b.c.settings_hash == g.c.settings_hash)
                       & (b.c.feature_id == ""))
                 .outerjoin(features, features.c.feature_id == g.c.feature_id)
@@ -193,6 +195,9 @@ class AnnotationService:
         view.header = views.change_header(item, automated)
         view.left, view.right = views.change_sides(row.baseline, row.text)
         view.images = case_images(inputs)
+        if any(im.view == "frontal" for im in view.images):  # grounded reports' boxes, drawn on the frontal image
+            view.grounding = {side: v for side, v in (("baseline", row.baseline_grounding), ("steered", row.grounding))
+                              if isinstance(v, list)}
 
     def _fill_feature(self, view: ItemView, feature_id: str) -> None:
         fc = feature_contexts

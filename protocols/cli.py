@@ -65,6 +65,15 @@ def main(argv: list[str] | None = None) -> int:
 
     store_url = BY_KEY["store.url"]  # added by add_options to every command that opens a study
     args = parser.parse_args(argv)
+    if getattr(args, "print_config", False):  # what the command would use, and where each value came from
+        from protocols.config import config_for_args, print_config
+
+        try:
+            print_config(config_for_args(name, args))
+        except RadsteerError as exc:
+            print(f"radsteer {name}: error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     from steering.store.location import STORE_URL_ENV
 
     saved = os.environ.get(STORE_URL_ENV)

@@ -206,7 +206,8 @@ def default(key: str) -> Any:
     return BY_KEY[key].default
 
 
-RUN_ONLY_ELSEWHERE = ("stats.out", "report.output")  # single-command outputs; `run` writes into the run directory
+# settings of single commands only: their outputs (`run` writes into the run directory), torch threads (demo, sae)
+RUN_ONLY_ELSEWHERE = ("stats.out", "report.output", "ui.threads")
 
 
 def settings_for(command: str) -> list[Setting]:
@@ -220,7 +221,11 @@ def settings_for(command: str) -> list[Setting]:
 
 
 def add_options(parser: argparse.ArgumentParser, command: str) -> None:
-    """Add the flags of every setting `command` shows (defaults are filled in by `resolve`)."""
+    """Add the flags of every setting `command` shows (defaults are filled in by `resolve`), and
+    --print-config (see `config_for_args`)."""
+    parser.add_argument("--print-config", action="store_true", dest="print_config",
+                        help="print every setting this command would use, its value and where it came from "
+                             "(flag, protocol or default), then exit")
     for s in SETTINGS:
         if command not in s.commands:
             continue
@@ -257,15 +262,17 @@ class _Missing:
 _ABSENT = _Missing()
 
 
-def _protocol_value(protocol: Any, path: tuple[str, ...]) -> Any:
-    obj = protocol
+def _protocol_value(protocol: Any, path: tuple[str, ...]) -> tuple[Any, bool]:
+    """The protocol's value at `path` and whether the protocol file says it (else the schema's default)."""
+    obj, said = protocol, True
     for name in path:
         if obj is None:
-            return _ABSENT
+            return _ABSENT, False
+        said = said and name in getattr(obj, "model_fields_set", {name})
         obj = getattr(obj, name, _ABSENT)
         if obj is _ABSENT:
-            return _ABSENT
-    return obj
+            return _ABSENT, False
+    return obj, said
 
 
 @dataclass(frozen=True)
@@ -274,7 +281,7 @@ class Config:
 
     command: str
     values: Mapping[str, Any]
-    sources: Mapping[str, str]  # key -> "flag" | "protocol" | "default"
+    sources: Mapping[str, str]  # key -> "flag" | "protocol" (the file says it) | "default"
     protocol_values: Mapping[str, Any]  # what the protocol said, where it says anything
     notes: tuple[str, ...] = ()  # e.g. a frozen protocol that could not be read
 
@@ -359,7 +366,7 @@ def resolve(
             v = getattr(args, s.dest)
             if (v is not None and not s.store_true) or (s.store_true and v):
                 given = v
-        pv = _protocol_value(protocol, s.protocol) if (s.protocol and protocol is not None) else _ABSENT
+        pv, said = _protocol_value(protocol, s.protocol) if (s.protocol and protocol is not None) else (_ABSENT, False)
         if pv is not _ABSENT and s.path and pv is not None:
             q = Path(str(pv)).expanduser()
             pv = str(q if q.is_absolute() else (base / q).resolve())
@@ -369,8 +376,8 @@ def resolve(
             value, source = given, FLAG
             if s.path and value is not None:
                 value = str(Path(str(value)).expanduser().resolve())
-        elif pv is not _ABSENT:
-            value, source = pv, PROTOCOL
+        elif pv is not _ABSENT:  # a field the file leaves out holds the schema's default, which is ours
+            value, source = pv, PROTOCOL if said else DEFAULT
         else:
             value, source = s.default, DEFAULT
         if s.check is not None and value is not None:
@@ -380,6 +387,37 @@ def resolve(
         values[s.key], sources[s.key] = value, source
     return Config(command, MappingProxyType(values), MappingProxyType(sources), MappingProxyType(proto_values),
                   tuple(notes))
+
+
+def config_for_args(command: str, args: argparse.Namespace) -> Config:
+    """The settings `command` would run with, resolved the way the command resolves them: against its
+    PROTOCOL argument, else RUN_DIR's frozen protocol.yaml, else flags and defaults alone."""
+    protocol = getattr(args, "protocol", None)
+    if protocol is not None and command not in ("demo",):
+        from protocols.loader import load_protocol
+
+        loaded = load_protocol(protocol)
+        return resolve(command, args, protocol=loaded.protocol, protocol_dir=loaded.base_dir)
+    run_dir = getattr(args, "run_dir", None)
+    if run_dir is not None:
+        if not (Path(run_dir) / "protocol.yaml").exists():
+            return resolve(command, args, notes=[f"{run_dir} has no protocol.yaml: settings are flags and defaults"])
+        return resolve_for_run_dir(command, args, run_dir)
+    return resolve(command, args)
+
+
+def print_config(config: Config, out: Any = None) -> None:
+    """`--print-config`: one line per setting (`key = value  (source)`), then any deviations/notes."""
+    import sys
+
+    out = out or sys.stdout
+    rows = config.describe()
+    width = max((len(r["setting"]) for r in rows), default=0)
+    for r in rows:
+        source = BY_KEY[r["setting"]].flag_for(r["value"]) if r["source"] == FLAG else r["source"]
+        print(f"{r['setting']:<{width}} = {r['value']!r}  ({source})", file=out)
+    for line in config.deviations():
+        print(f"note: {line}", file=out)
 
 
 def run_dir_protocol(run_dir: str | os.PathLike[str]) -> tuple[Any, Path | None]:

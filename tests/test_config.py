@@ -255,3 +255,47 @@ def test_yes_no_settings_take_either_flag_never_both(capsys) -> None:
     p = argparse.ArgumentParser()
     add_options(p, "stats")
     assert p._option_string_actions["--seed"].help == "bootstrap seed (default: 0)"
+
+
+def _printed(out: str) -> dict[str, str]:
+    """--print-config's lines as {setting: "value  (source)"}."""
+    return {k.strip(): v.strip() for k, v in (line.split(" = ", 1) for line in out.splitlines() if " = " in line)}
+
+
+def test_print_config_says_where_every_value_came_from(tmp_path: Path, capsys) -> None:
+    path = _protocol(tmp_path, report={"examples": 3}, annotation={"blinded": False})
+    assert main(["run", str(path), "--print-config", "--examples", "5", "--no-judge"]) == 0
+    out = capsys.readouterr().out
+    lines = _printed(out)
+    assert lines["report.examples"] == "5  (--examples)" and lines["judge.off"] == "True  (--no-judge)"
+    assert lines["stats.correction"] == "'holm'  (default)"  # the file does not say it
+    assert lines["evaluate.extractor"].endswith("(default)") and "ui.threads" not in lines  # run has no --threads
+    assert "note: report.examples: 5 from --examples instead of the protocol's 3" in out
+    assert not (tmp_path / "runs").exists() and not (Path.cwd() / "runs" / "t").exists()  # nothing run
+    # a run directory: its frozen protocol
+    run_dir = tmp_path / "runs" / "t"
+    run_dir.mkdir(parents=True)
+    (run_dir / "protocol.yaml").write_text(path.read_text())
+    assert main(["annotate", str(run_dir), "--print-config", "--seed", "4"]) == 0
+    lines = _printed(capsys.readouterr().out)
+    assert lines["annotate.blinded"] == "False  (protocol)" and lines["annotate.seed"] == "4  (--seed)"
+    assert lines["annotate.disagreements_first"] == "True  (default)"
+    assert main(["report", str(run_dir), "--print-config"]) == 0
+    assert _printed(capsys.readouterr().out)["report.examples"] == "3  (protocol)"
+    (run_dir / "protocol.yaml").write_text(path.read_text().replace("blinded: false", "blinded: maybe"))
+    assert main(["annotate", str(run_dir), "--print-config"]) == 2
+    assert "annotation.blinded" in capsys.readouterr().err
+    (run_dir / "protocol.yaml").unlink()
+    assert main(["annotate", str(run_dir), "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert _printed(out)["annotate.blinded"] == "True  (default)" and "has no protocol.yaml" in out
+
+
+def test_the_demo_passes_its_flags_to_the_steering_study(tmp_path: Path) -> None:
+    """`radsteer demo --limit N --no-progress` reaches the study's config the way `run` would."""
+    args = _parse("demo", ["--limit", "2", "--no-progress", "--threads", "1"])
+    cfg = resolve("demo", args, flags={"study.runs_dir": str(tmp_path)})
+    assert (cfg.study.limit, cfg.ui.no_progress, cfg.ui.threads, cfg.study.runs_dir) == (2, True, 1, str(tmp_path))
+    assert cfg.sources["study.runs_dir"] == "flag" and cfg.report.examples == 12  # and every step's settings
+    with pytest.raises(RadsteerError, match="--threads must be ≥ 1, not 0"):
+        resolve("sae", _parse("sae", ["--threads", "0"]))
