@@ -113,14 +113,23 @@ class ShardWorker:
 
     def __init__(self, job_factory: Callable[[], Any], threads: int) -> None:
         os.environ["OMP_NUM_THREADS"] = str(max(1, threads))
-        self.job = job_factory()
+        self.job: Any = None
+        self.error: str | None = None
+        try:
+            self.job = job_factory()
+        except RadsteerError as exc:  # kept, not raised: Ray would turn it into a traceback of the actor's death
+            self.error = str(exc)
         if "torch" in sys.modules:  # only where the job runs a model; evaluation workers need no torch
             sys.modules["torch"].set_num_threads(max(1, threads))
 
     def pid(self) -> int:
+        """This worker's process id, once its job is built; why it could not be built, as one line."""
+        if self.error is not None:
+            raise RadsteerError(f"a Ray worker could not start: {self.error}")
         return os.getpid()
 
     def call(self, method: str, *args: Any) -> Any:
+        self.pid()  # a restarted worker whose job failed to build says why
         return getattr(self.job, method)(*args)
 
     def placement(self, requested_device: str) -> dict[str, Any]:
@@ -130,7 +139,8 @@ class ShardWorker:
                 "device": worker_device(requested_device, gpus)}
 
     def run(self, part: Any) -> dict[str, Any]:
-        return {"out": self.job.run_shard(part), "pid": os.getpid()}
+        pid = self.pid()
+        return {"out": self.job.run_shard(part), "pid": pid}
 
 
 def assigned_gpu_ids() -> list[str]:

@@ -184,3 +184,24 @@ def test_mine_on_ray_equals_local(tmp_path, shared_ray, monkeypatch, capsys) -> 
     assert ray_meta == local_meta | {"corpus": ray_meta["corpus"]}
     assert main(["mine", *args, "--runs-dir", str(tmp_path / "ray"), "--executor", "ray"]) == 0
     assert "0 documents mined" in capsys.readouterr().out  # resumed from the merged checkpoints: nothing twice
+
+
+def test_judge_key_missing_on_the_workers_is_one_line(tmp_path, shared_ray, monkeypatch) -> None:
+    """The key is read from each worker's own environment, never sent through Ray: a variable set in
+    the driver after Ray started is not there, and the run stops with one line naming it."""
+    from steering.errors import RadsteerError
+
+    monkeypatch.delenv(STORE_URL_ENV, raising=False)
+    protocol = write_tiny_study(tmp_path, n_cases=1, features=("f0",), alphas=(1.0,), max_new_tokens=4)
+    assert main(["sweep", str(protocol), "--runs-dir", str(tmp_path / "runs"), "--no-progress"]) == 0
+    monkeypatch.setenv("RADSTEER_TEST_RAY_KEY", "sk-only-in-the-driver")
+    judge = LLMJudge(JudgeConfig(model="fake-judge", base_url="http://127.0.0.1:9/v1",
+                                 api_key_env="RADSTEER_TEST_RAY_KEY"))
+    with pytest.raises(RadsteerError) as err:
+        evaluate_on_ray(resolve_url(tmp_path / "runs" / "tiny"), ExecutionOptions(executor="ray", workers=1),
+                        extractor="lexicon", extractor_options={}, judge=judge, combine_rule="agree", batch_size=64,
+                        progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and "RADSTEER_TEST_RAY_KEY" in msg and "sk-only" not in msg, msg
+    with StudyStore.open(tmp_path / "runs" / "tiny") as s:
+        assert s.count("verdicts") == 0
