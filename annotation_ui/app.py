@@ -177,6 +177,45 @@ def _script() -> str:
     const s = S(drag.v); s.x = ev.clientX - drag.x0; s.y = ev.clientY - drag.y0; apply(drag.v);
   });
   document.addEventListener('pointerup', () => { drag = null; });
+  // grounded reports: hovering a box or a legend line highlights that sentence's boxes and line;
+  // the sentences with boxes are underlined in their report's text (CSS highlights, no markup added)
+  document.addEventListener('mouseover', (ev) => {
+    const hit = ev.target.closest && ev.target.closest('[data-rs-box]');
+    const tag = hit ? hit.dataset.rsBox : null, v = hit && hit.closest('.rs-viewer');
+    document.querySelectorAll('.rs-hl').forEach(e => { if (!v || e.dataset.rsBox !== tag) e.classList.remove('rs-hl'); });
+    if (v) v.querySelectorAll('[data-rs-box]').forEach(e => { if (e.dataset.rsBox === tag) e.classList.add('rs-hl'); });
+    groundMarks();
+  });
+  const norm = (t) => t.replace(/\\s+/g, ' ').replace(/ ([.,;:])/g, '$1').trim();
+  function rangeOf(root, phrase) {
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT), nodes = [];
+    let text = '';
+    while (walker.nextNode()) { nodes.push([walker.currentNode, text.length]); text += walker.currentNode.data; }
+    const i = phrase ? text.indexOf(phrase) : -1;
+    if (i < 0) return null;
+    const at = (k) => { for (let j = nodes.length - 1; j >= 0; j--) if (nodes[j][1] <= k) return [nodes[j][0], k - nodes[j][1]]; };
+    const r = new Range(), a = at(i), b = at(i + phrase.length);
+    r.setStart(a[0], a[1]); r.setEnd(b[0], Math.min(b[1], b[0].data.length));
+    return r;
+  }
+  function groundMarks() {
+    if (!(window.CSS && CSS.highlights && window.Highlight)) return;
+    const marks = {B: [], S: [], hl: []};
+    document.querySelectorAll('#rs-grounding li[data-rs-box]').forEach(li => {
+      const tag = li.dataset.rsBox, t = li.querySelector('.rs-gt');
+      const root = document.getElementById(tag[0] === 'B' ? 'rs-baseline' : 'rs-steered');
+      const r = root && t ? rangeOf(root, norm(t.textContent)) : null;
+      if (!r) return;
+      marks[tag[0]].push(r);
+      if (li.classList.contains('rs-hl')) marks.hl.push(r);
+    });
+    CSS.highlights.set('rs-g-b', new Highlight(...marks.B));
+    CSS.highlights.set('rs-g-s', new Highlight(...marks.S));
+    CSS.highlights.set('rs-g-hl', new Highlight(...marks.hl));
+  }
+  let marking = false;
+  new MutationObserver(() => { if (!marking) { marking = true; requestAnimationFrame(() => { marking = false; groundMarks(); }); } })
+    .observe(document.documentElement, {childList: true, subtree: true, characterData: true});
   document.addEventListener('dblclick', (ev) => {
     const v = ev.target.closest && ev.target.closest('.rs-stage') && ev.target.closest('.rs-viewer');
     if (v) reset(v);
@@ -315,7 +354,7 @@ class AnnotationApp:
             view.ref,
             gr.update(choices=[(MODES[m], m) for m in modes], value=mode if mode in modes else None,
                       visible=len(modes) > 1) if first else (mode if mode in modes else None),
-            view.progress, header, views.images_html(images), *self._sides(view), view.readers,
+            view.progress, header, views.images_html(images, view.grounding), *self._sides(view), view.readers,
         ]
         for task in QUESTIONS:
             vals += [view.answers.get(f) if view.task == task else None for f, _q, _c in QUESTIONS[task]]
@@ -487,7 +526,7 @@ class AnnotationApp:
         self.server = AnnotationServer(
             self.blocks, self.accounts, self.sessions, local_user=LOCAL_USER, title="radsteer reader study",
             auth_message="Log in with the user name and password your study coordinator gave you.",
-            css=views.CSS + views.LAYOUT_CSS, head=_script(), throttle=self.throttle)
+            css=views.CSS + views.LAYOUT_CSS + views.GROUNDING_CSS, head=_script(), throttle=self.throttle)
         url = self.server.serve(host, port if port is not None else _free_port(host), block=block, quiet=quiet)
         return self.server.app, url
 

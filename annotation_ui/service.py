@@ -36,6 +36,7 @@ class ItemView:
     finished: bool = False
     images: list[CaseImage] = field(default_factory=list)  # the case's images (change task, MAIRA-2 cases)
     readers: str = ""  # adjudication: the readers' answers (HTML)
+    grounding: dict[str, list] = field(default_factory=dict)  # change: {"baseline"/"steered": phrases with boxes}
 
     @property
     def progress(self) -> str:
@@ -145,6 +146,9 @@ class AnnotationService:
         view.header = views.change_header(shown, automated)
         view.left, view.right = views.change_sides(item.baseline_text, item.text)
         view.images = case_images(item.inputs)
+        if any(im.view == "frontal" for im in view.images):  # grounded reports' boxes, drawn on the frontal image
+            view.grounding = {side: v for side, v in (("baseline", item.baseline_grounding), ("steered", item.grounding))
+                              if isinstance(v, list)}
 
     def _fill_feature(self, view: ItemView, feature_id: str) -> None:
         found, ctx = self.store.feature_with_contexts(feature_id, "top", MAX_CONTEXTS)

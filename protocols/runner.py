@@ -63,7 +63,7 @@ def study_and_config(protocol_path: str | Path, command: str, args: argparse.Nam
 
     loaded = load_protocol(protocol_path)
     config = resolve(command, args, protocol=loaded.protocol, protocol_dir=loaded.base_dir, flags=flags or None)
-    study = Study(loaded, Path(config.study.runs_dir) / loaded.protocol.name, limit=config.study.limit)
+    study = Study(loaded, Path(config.study.runs_dir) / loaded.protocol.name, limit=config.get("study.limit"))
     return study, config
 
 
@@ -173,16 +173,40 @@ def evaluate_step(run_dir: Path, config: Config, result: RunResult, *, judge=Non
     options: dict[str, Any] = {}
     if ev.extractor.startswith("radgraph") and ev.radgraph_cache:
         options["cache_dir"] = ev.radgraph_cache
-    with StudyStore.open(run_dir) as store:
-        summary = evaluate_run(store, extractor=ev.extractor, extractor_options=options, judge=judge,
-                               combine_rule=ev.combine_rule, batch_size=config.get("evaluate.batch_size", 64),
-                               progress=_progress(config))
+    execution = _evaluate_execution(run_dir, config)
+    if execution.executor == "ray":  # shards of whole cases on Ray workers (protocols.execution)
+        from protocols.execution import evaluate_on_ray
+        from steering.store import resolve_url
+
+        summary, restarts = evaluate_on_ray(
+            resolve_url(run_dir), execution, extractor=ev.extractor, extractor_options=options, judge=judge,
+            combine_rule=ev.combine_rule, batch_size=config.get("evaluate.batch_size", 64),
+            progress=_progress(config))
+        echo(f"{prefix}evaluate: on {execution.workers} Ray workers"
+             + (f" ({restarts} worker restarts)" if restarts else ""))
+    else:
+        with StudyStore.open(run_dir) as store:
+            summary = evaluate_run(store, extractor=ev.extractor, extractor_options=options, judge=judge,
+                                   combine_rule=ev.combine_rule, batch_size=config.get("evaluate.batch_size", 64),
+                                   progress=_progress(config))
     result.evaluation = summary
     result.judge_requests = int(summary.judge_stats.get("requests", 0)) if summary.judge_stats else 0
     echo(f"{prefix}evaluate: " + str(summary).replace("\n", "\n  ") if prefix else str(summary))
     if judge is not None:  # verdicts and errors, always; no verdict at all fails the command
         echo(f"{prefix}{judge.outcome_line()}")
         result.judge_failure = judge.failure()
+
+
+def _evaluate_execution(run_dir: Path, config: Config):
+    """The run's execution options for evaluate: the frozen protocol's `execution:` section under the
+    flags. Extractors and the judge run on the CPU, so evaluation workers ask Ray for no GPU."""
+    from dataclasses import replace
+
+    from protocols.config import run_dir_protocol
+    from protocols.execution import execution_options
+
+    protocol, _ = run_dir_protocol(run_dir)
+    return replace(execution_options(None, config, protocol=protocol), gpus_per_worker=0.0)
 
 
 def stats_step(run_dir: Path, config: Config, result: RunResult | None = None, *, save_to: Path | None = None):

@@ -199,11 +199,13 @@ class EvaluationOptions(_Strict):
 
 
 class AnnotationOptions(_Strict):
-    annotators_file: str | None = None
-    overlap: float = Field(default=0.2, ge=0, le=1)
-    blinded: bool = True
-    disagreements_first: bool = True
-    seed: int = 0
+    """`radsteer annotate`'s settings (flags override them; one default each, in protocols/config.py)."""
+
+    annotators_file: str | None = None  # relative to the protocol file
+    overlap: float = Field(default=_default("annotate.overlap"), ge=0, le=1)
+    blinded: bool = _default("annotate.blinded")
+    disagreements_first: bool = _default("annotate.disagreements_first")
+    seed: int = _default("annotate.seed")
 
 
 class ReportOptions(_Strict):

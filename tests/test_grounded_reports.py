@@ -80,6 +80,17 @@ def test_engine_stores_each_rows_phrases_and_boxes(maira2_snapshot, tmp_path) ->
     assert rows["f1"]["grounding"] is None
     assert store.generation_groundings([r["id"] for r in rows.values()]) == {
         rows[""]["id"]: base.grounding, rows["f0"]["id"]: cut.grounding}
+    # what the annotation app shows for a steered item: both sides (a side generated ungrounded is absent)
+    from annotation_ui.queues import QueueConfig
+    from annotation_ui.service import AnnotationService, ItemView
+
+    store.add_cases([{"case_id": "c1", "inputs": {"frontal": "/nonexistent/pa.png"}, "split": "test"}])
+    svc = AnnotationService(store, "change", QueueConfig(), ["local"])
+    for feature, expected in (("f0", {"baseline": base.grounding, "steered": cut.grounding}),
+                              ("f1", {"baseline": base.grounding})):
+        view = ItemView("change", "", 0, 1, 0)
+        svc.fill(view, str(rows[feature]["id"]))
+        assert view.grounding == expected
     store.close()
 
 
@@ -147,6 +158,10 @@ def test_sweep_stores_grounded_reports_and_steering_moves_a_box(chain_snapshot, 
         assert r["text"] == "Left lower opacity" and r["finish_reason"] == "eos"  # the evaluators' plain text
         box = MOVED_BOX if r["feature_id"] == "f0" else BASE_BOX
         assert r["grounding"] == [{"text": "Left lower opacity", "boxes": [box]}], r
+    # the later steps read the plain text; the stored boxes do not get in their way
+    assert main(["evaluate", str(runs / "g"), "--no-judge"]) == 0
+    assert main(["stats", str(runs / "g")]) == 0
+    assert main(["report", str(runs / "g")]) == 0
 
     # the same study without grounding: the same plain text, no boxes, another settings hash
     assert main(["sweep", str(_protocol(tmp_path, chain_snapshot, "plain", False)), "--runs-dir", str(runs),
@@ -166,3 +181,34 @@ def test_grounded_is_a_maira2_option(tmp_path, capsys) -> None:
     path.write_text(yaml.safe_dump(protocol))
     assert main(["validate", str(path)]) == 2
     assert "model.grounded applies to MAIRA-2 only" in capsys.readouterr().err
+
+
+@pytest.mark.postgres
+def test_grounding_round_trips_on_postgres(pg_url, tmp_path) -> None:
+    grounding = grounding_records(REPORT + '<obj>Ünïcode "quotes" <b>\\n</obj>')
+    with StudyStore.open(tmp_path / "run", pg_url) as store:
+        store.add_cases([{"case_id": "c1", "inputs": {}, "split": "test"}])
+        common = dict(case_id="c1", settings_hash="h", n_tokens=3, finish_reason="eos", seconds=0.1)
+        store.add_generations([dict(common, feature_id="", alpha=0.0, text="a", grounding=grounding),
+                               dict(common, feature_id="f0", alpha=1.0, text="b")])
+        ids = {r["feature_id"]: r["id"] for r in store.rows("generations")}
+        assert store.generation_groundings(list(ids.values())) == {ids[""]: grounding}
+
+
+def test_radsteer_generate_prints_the_boxes(chain_snapshot, tmp_path, capsys) -> None:
+    _protocol(tmp_path, chain_snapshot, "unused", True)  # writes ae.pt
+    case = dict(chain_snapshot.study(), case_id="c1")
+    argv = ["generate", "--model-kind", "maira2", "--model", str(chain_snapshot.path), "--grounded",
+            "--sae", str(tmp_path / "ae.pt"), "--feature", "f0", "--alpha", "1", "--layer", "1",
+            "--case", json.dumps(case), "--max-new-tokens", "30"]
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["baseline"] == "Left lower opacity" == out["steered"][0]["text"]
+    assert out["baseline_grounding"] == [{"text": "Left lower opacity", "boxes": [BASE_BOX]}]
+    assert out["steered"][0]["grounding"] == [{"text": "Left lower opacity", "boxes": [MOVED_BOX]}]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "boxes (baseline):\n  baseline: Left lower opacity  [0.105, 0.555, 0.405, 0.905]" in text
+    assert "boxes (α = +1):\n  α = +1: Left lower opacity  [0.105, 0.205, 0.405, 0.905]" in text
+    assert main(["generate", "--model-kind", "demo", "--grounded", "--case", "{}"]) == 2
+    assert "--grounded applies to MAIRA-2 only" in capsys.readouterr().err

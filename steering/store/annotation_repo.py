@@ -84,6 +84,8 @@ class ChangeItem:
     baseline_text: str
     description: str | None
     inputs: dict[str, Any]
+    grounding: list[dict[str, Any]] | None = None  # grounded reports: phrases with boxes (None: not grounded)
+    baseline_grounding: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,8 @@ _ITEM_AT = select(_q.c.item_key, _q.c.double_read).where(_AT)
 _ANSWER_AT = select(_q.c.item_key, _a.c.answers, _a.c.seconds).select_from(_OWN).where(_AT)
 _FEATURE_OF = select(_g.c.feature_id).where(_g.c.id == bindparam("generation_id"))
 _CHANGE_ITEM = (select(_g.c.id, _b.c.id.label("baseline_id"), _g.c.case_id, _g.c.feature_id, _g.c.alpha, _g.c.text,
-                       _b.c.text.label("baseline"), features.c.description, cases.c.inputs)
+                       _b.c.text.label("baseline"), features.c.description, cases.c.inputs,
+                       _g.c.grounding, _b.c.grounding.label("baseline_grounding"))
                 .join(_b, (_b.c.case_id == _g.c.case_id) & (_b.c.settings_hash == _g.c.settings_hash)
                       & (_b.c.feature_id == BASELINE_FEATURE))
                 .outerjoin(features, features.c.feature_id == _g.c.feature_id)
@@ -309,7 +312,8 @@ class AnnotationRepositoryMixin:
         if row is None:
             return None, labels
         item = ChangeItem(int(row.id), int(row.baseline_id), row.case_id, row.feature_id, float(row.alpha), row.text,
-                          row.baseline, row.description, row.inputs if isinstance(row.inputs, dict) else {})
+                          row.baseline, row.description, row.inputs if isinstance(row.inputs, dict) else {},
+                          row.grounding, row.baseline_grounding)
         return item, labels
 
     def feature_with_contexts(self, feature_id: str, kind: str = "top", limit: int = 10,
