@@ -95,3 +95,30 @@ def test_a_cluster_address_where_nothing_listens_fails_in_one_line_at_once() -> 
         server.bind(("127.0.0.1", 0))
         server.listen()
         check_reachable(f"127.0.0.1:{server.getsockname()[1]}")
+
+
+def test_evaluate_and_mine_refuse_a_cluster_with_a_sqlite_store_in_one_line(tmp_path, monkeypatch, capsys) -> None:
+    """Workers on other machines cannot write the run directory's SQLite file: refused before any work."""
+    import json
+
+    from protocols.cli import main
+    from steering.store import STORE_URL_ENV, StudyStore
+    from tests.helpers_steering import write_tiny_study
+
+    ray_or_skip()
+    monkeypatch.delenv(STORE_URL_ENV, raising=False)
+    protocol = write_tiny_study(tmp_path, n_cases=1, features=("f0",), alphas=(1.0,), max_new_tokens=4)
+    assert main(["sweep", str(protocol), "--runs-dir", str(tmp_path / "runs"), "--no-progress"]) == 0
+    capsys.readouterr()
+    run_dir = tmp_path / "runs" / "tiny"
+    assert main(["evaluate", str(run_dir), "--ray-address", "10.0.0.1:6379", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "SQLite" in err and "--store-url" in err, err
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"id": "d1", "text": "no effusion"}) + "\n")
+    assert main(["mine", str(protocol), "--corpus", str(corpus), "--runs-dir", str(tmp_path / "runs"),
+                 "--executor", "ray", "--ray-address", "10.0.0.1:6379", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "SQLite" in err, err
+    with StudyStore.open(run_dir) as s:
+        assert s.count("verdicts") == 0 and s.count("feature_contexts") == 0

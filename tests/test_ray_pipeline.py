@@ -182,7 +182,7 @@ def test_mine_on_ray_equals_local(tmp_path, shared_ray, monkeypatch, capsys) -> 
     local_meta = json.loads((tmp_path / "local" / "tiny" / "mining.json").read_text())
     ray_meta = json.loads((tmp_path / "ray" / "tiny" / "mining.json").read_text())
     assert ray_meta == local_meta | {"corpus": ray_meta["corpus"]}
-    assert main(["mine", *args, "--runs-dir", str(tmp_path / "ray"), "--executor", "ray"]) == 0
+    assert main(["mine", *args, "--runs-dir", str(tmp_path / "ray"), "--executor", "ray", "--workers", "1"]) == 0
     assert "0 documents mined" in capsys.readouterr().out  # resumed from the merged checkpoints: nothing twice
 
 
