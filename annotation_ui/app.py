@@ -224,6 +224,11 @@ def _script() -> str:
 </script>""".replace("__KEYS__", json.dumps(actions))
 
 
+def _text(value: Any) -> str:
+    """A raw text input of the reader's loop (no Gradio preprocessing): anything but text is ''."""
+    return value if isinstance(value, str) else ""
+
+
 def refuse(message: str) -> gr.Error:
     """A refusal shown to the user (page toast / API error); not a server fault, so no traceback."""
     return gr.Error(message, print_exception=False)
@@ -378,7 +383,7 @@ class AnnotationApp:
             raise refuse(str(exc)) from None
 
     def _mode_of_ref(self, ref: str) -> str:
-        head = str(ref or "").split(":", 1)[0]
+        head = _text(ref).split(":", 1)[0]
         if head not in (*self.tasks, ADJ):
             raise refuse(f"item reference {str(ref)[:60]!r} is not an item of this app; reload the page")
         return head
@@ -411,11 +416,13 @@ class AnnotationApp:
     def on_switch(self, mode: str, request: gr.Request):
         """The caller's current item of task `mode` ("change", "feature" or "adj")."""
         name = self.user(request)
+        mode = _text(mode)
         return self._outputs(name, mode, self._guard(self._service(name, mode).current, name))
 
     def on_submit(self, ref: str, label: str, interpretation_valid: str, coherent: str, validity: str,
                   clinically_relevant: str, comment: str, flagged: bool, request: gr.Request):
         name = self.user(request)
+        ref = _text(ref)
         mode = self._mode_of_ref(ref)
         svc = self._service(name, mode)
         raw: dict[str, Any] = dict(label=label, interpretation_valid=interpretation_valid, coherent=coherent,
@@ -427,11 +434,13 @@ class AnnotationApp:
 
     def on_skip(self, ref: str, request: gr.Request):
         name = self.user(request)
+        ref = _text(ref)
         mode = self._mode_of_ref(ref)
         return self._outputs(name, mode, self._guard(self._service(name, mode).skip, name, ref))
 
     def on_back(self, ref: str, request: gr.Request):
         name = self.user(request)
+        ref = _text(ref)
         mode = self._mode_of_ref(ref)
         return self._outputs(name, mode, self._guard(self._service(name, mode).back, name, ref))
 
@@ -495,12 +504,18 @@ class AnnotationApp:
             outs = [ref, mode, prog, header, images, left, right, readers, *radios, comment, flagged, status,
                     legend]
             opts = dict(queue=False, concurrency_limit=None)
+            # The reader's loop: Gradio's per-component pre/postprocessing is an identity for these
+            # components (text, radio values, a bool) but costs a thread hand-off per component and
+            # call (~25 per submit), which under ten concurrent readers is most of a call's latency
+            # (benchmarks/annotation.py). The handlers take raw values and check every one themselves
+            # (`_text`, `validate_answers`); they return exactly what the components display.
+            loop = dict(opts, preprocess=False, postprocess=False)
             demo.load(self.on_load, None, [*outs, who, admin_col, admin_table], api_visibility="private", **opts)
-            mode.input(self.on_switch, [mode], outs, api_visibility="private", **opts)
-            gr.Button(visible=False).click(self.on_switch, [mode_text], outs, api_name="next_item", **opts)
-            submit.click(self.on_submit, [ref, *radios, comment, flagged], outs, api_name="submit", **opts)
-            skip.click(self.on_skip, [ref], outs, api_name="skip", **opts)
-            back.click(self.on_back, [ref], outs, api_name="back", **opts)
+            mode.input(self.on_switch, [mode], outs, api_visibility="private", **loop)
+            gr.Button(visible=False).click(self.on_switch, [mode_text], outs, api_name="next_item", **loop)
+            submit.click(self.on_submit, [ref, *radios, comment, flagged], outs, api_name="submit", **loop)
+            skip.click(self.on_skip, [ref], outs, api_name="skip", **loop)
+            back.click(self.on_back, [ref], outs, api_name="back", **loop)
             refresh.click(self.on_progress, None, [admin_table], api_name="progress", **opts)
         return demo
 

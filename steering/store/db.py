@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from steering.errors import RadsteerError
 from steering.store import schema
+from steering.store.annotation_repo import AnnotationRepositoryMixin
 from steering.store.location import DB_FILENAME, public_url, record_url, resolve_url
 from steering.store.reader_study import ReaderStudyMixin
 from steering.store.repositories import RepositoryMixin
@@ -37,7 +38,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
-class StudyStore(ReaderStudyMixin, RepositoryMixin):
+class StudyStore(ReaderStudyMixin, RepositoryMixin, AnnotationRepositoryMixin):
     """Access to one study's database.
 
     >>> store = StudyStore.open("runs/demo")          # runs/demo/study.sqlite
@@ -47,7 +48,10 @@ class StudyStore(ReaderStudyMixin, RepositoryMixin):
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         try:
-            self.engine: Engine = create_engine(url, echo=echo, future=True, pool_pre_ping=True)
+            # a ping per checkout guards against a server that dropped the connection; a SQLite
+            # file has no server, and the ping is a statement per annotation request (issue 14)
+            self.engine: Engine = create_engine(url, echo=echo, future=True,
+                                                pool_pre_ping=not url.startswith("sqlite"))
         except (SQLAlchemyError, ImportError) as exc:  # unknown dialect, missing driver
             raise RadsteerError(f"study store {public_url(url)}: {str(exc).splitlines()[0]}") from None
         if self.engine.dialect.name == "sqlite":
