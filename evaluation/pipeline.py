@@ -131,6 +131,7 @@ class Evaluator:
         self.batch_size, self.progress = max(1, batch_size), progress
         self.entity_verdict = entity_verdict or default_entity_verdict
         self.summary = EvaluationSummary()
+        self._part = False  # run() on a shard's rows reads only their verdicts and extractions
 
     # ---- the run ------------------------------------------------------------------------------
 
@@ -139,11 +140,14 @@ class Evaluator:
 
         A Ray worker passes its shard's rows and `combined=False`: the combined verdicts need both
         methods' verdicts of every row, so the driver makes them once all shards are done."""
+        self._part = rows is not None  # a shard: read only its own verdicts and extractions
         if rows is None:
             rows = self.store.generations_with_baselines().to_dict("records")
         rows = list(rows)
         self.summary = EvaluationSummary(generations=len(rows))
-        existing = {(v["generation_id"], v["method"]): v for v in self.store.rows("verdicts")}
+        stored = (self.store.rows_in("verdicts", "generation_id", [int(r["generation_id"]) for r in rows])
+                  if self._part else self.store.rows("verdicts"))
+        existing = {(v["generation_id"], v["method"]): v for v in stored}
         failed = [r for r in rows if _has_baseline(r) and _generation_error(r)]
         with_base = [r for r in rows if _has_baseline(r) and not _generation_error(r)]
         self._missing_baselines([r for r in rows if not _has_baseline(r)], existing)
@@ -243,7 +247,9 @@ class Evaluator:
         """Entities of every generation id, from the `extractions` cache or the backend (batched)."""
         backend = self.extractor.name
         out: dict[int, list[Entity]] = {}
-        for row in self.store.rows("extractions", backend=backend):
+        stored = (self.store.rows_in("extractions", "generation_id", list(texts), backend=backend)
+                  if self._part else self.store.rows("extractions", backend=backend))
+        for row in stored:
             if row["generation_id"] in texts:
                 out[row["generation_id"]] = [Entity.from_json(e) for e in row["entities"]]
         missing = [gid for gid in texts if gid not in out]

@@ -102,12 +102,24 @@ def run_study(
     judge = None
     if "evaluate" in steps:
         judge = make_judge(config, study.loaded.where("evaluation", "judge"))
-    if "sweep" in steps:
-        sweep_step(study, config, result, checked=checked, echo=echo, prefix="radsteer run: ")
-    elif not has_study(study.run_dir):
-        raise RadsteerError(f"{study.run_dir} holds no study yet: run the sweep step first")
-    if "evaluate" in steps:
-        evaluate_step(study.run_dir, config, result, judge=judge, echo=echo, prefix="radsteer run: ")
+    from dataclasses import replace
+
+    from protocols.execution import execution_options
+    from steering.distributed import check_store_for_ray, ray_session
+    from steering.store import resolve_url
+
+    execution = execution_options(study, config)
+    if not {"sweep", "evaluate"} & set(steps):
+        execution = replace(execution, executor="local")
+    if execution.executor == "ray":  # before joining a cluster: its workers could not write a SQLite file
+        check_store_for_ray(resolve_url(study.run_dir), execution)
+    with ray_session(execution):  # on Ray: one Ray for the sweep's and the evaluation's workers
+        if "sweep" in steps:
+            sweep_step(study, config, result, checked=checked, echo=echo, prefix="radsteer run: ")
+        elif not has_study(study.run_dir):
+            raise RadsteerError(f"{study.run_dir} holds no study yet: run the sweep step first")
+        if "evaluate" in steps:
+            evaluate_step(study.run_dir, config, result, judge=judge, echo=echo, prefix="radsteer run: ")
     computed = None
     if "stats" in steps or "report" in steps:
         out = study.run_dir / "stats" if "stats" in steps else None

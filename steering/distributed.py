@@ -18,7 +18,8 @@ import os
 import sys
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -178,6 +179,42 @@ def check_store_for_ray(store_url: str, options: ExecutionOptions) -> None:
             f"{public_url(store_url)}; give a database server with --store-url postgresql+psycopg://USER@HOST/DB")
 
 
+def start_ray(options: ExecutionOptions) -> bool:
+    """Start a local Ray sized for `options` (workers × CPUs and GPUs per worker), or join the cluster
+    at `options.address`; nothing when Ray is already running in this process. Returns whether it
+    started one (the caller then stops it)."""
+    ray = _ray()
+    if ray.is_initialized():
+        return False
+    o = options
+    kwargs: dict[str, Any] = dict(include_dashboard=False, configure_logging=False, log_to_driver=False)
+    if o.address in (None, "", "local"):
+        kwargs["num_cpus"] = max(1, math.ceil(o.workers * o.cpus_per_worker))
+        if o.gpus_per_worker:
+            kwargs["num_gpus"] = math.ceil(o.workers * o.gpus_per_worker)
+    else:
+        check_reachable(o.address)
+        kwargs["address"] = o.address
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise RadsteerError(f"could not start or join Ray ({o.address or 'local'}): "
+                            f"{str(exc).strip().splitlines()[0]}") from None
+    return True
+
+
+@contextmanager
+def ray_session(options: ExecutionOptions) -> Iterator[None]:
+    """One Ray for several steps (`radsteer run`: the sweep's and the evaluation's workers), stopped
+    at the end if this started it; nothing for the local executor."""
+    started = start_ray(options) if options.executor == "ray" else False
+    try:
+        yield
+    finally:
+        if started:
+            _ray().shutdown()
+
+
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail in one line when nothing listens at a cluster address: Ray itself retries an unreachable
     head node for minutes, printing warnings, before it gives up. `auto` is left to Ray."""
@@ -232,24 +269,7 @@ class RayPool:
 
     def _start_ray(self) -> bool:
         """Returns whether this pool started Ray (and so must stop it)."""
-        ray = self.ray
-        if ray.is_initialized():
-            return False
-        o = self.options
-        kwargs: dict[str, Any] = dict(include_dashboard=False, configure_logging=False, log_to_driver=False)
-        if o.address in (None, "", "local"):
-            kwargs["num_cpus"] = max(1, math.ceil(o.workers * o.cpus_per_worker))
-            if o.gpus_per_worker:
-                kwargs["num_gpus"] = math.ceil(o.workers * o.gpus_per_worker)
-        else:
-            check_reachable(o.address)
-            kwargs["address"] = o.address
-        try:
-            ray.init(**kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise RadsteerError(f"could not start or join Ray ({o.address or 'local'}): "
-                                f"{str(exc).strip().splitlines()[0]}") from None
-        return True
+        return start_ray(self.options)
 
     def __enter__(self) -> RayPool:
         ray, o = self.ray, self.options

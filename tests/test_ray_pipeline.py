@@ -21,7 +21,7 @@ from protocols.execution import evaluate_on_ray
 from steering.distributed import ExecutionOptions
 from steering.store import STORE_URL_ENV, StudyStore, resolve_url
 from tests.helpers_judge import FakeOpenAIServer
-from tests.helpers_ray import start_local_ray
+from tests.helpers_ray import ray_or_skip, start_local_ray
 from tests.helpers_steering import write_tiny_study
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -67,9 +67,12 @@ def _protocol(tmp_path, base_url: str):
 
 
 @pytest.mark.postgres
-def test_run_on_ray_into_postgres_equals_local_sqlite_run(tmp_path, shared_ray, pg_url, monkeypatch, capsys) -> None:
+def test_run_on_ray_into_postgres_equals_local_sqlite_run(tmp_path, pg_url, monkeypatch, capsys) -> None:
     """The issue's "done when": sweep → evaluate → stats → report with `execution: {executor: ray,
-    workers: 2}` into PostgreSQL stores exactly the rows, verdicts and statistics of a local run."""
+    workers: 2}` into PostgreSQL stores exactly the rows, verdicts and statistics of a local run.
+    The command starts one local Ray for both steps, as a user's would."""
+    ray = ray_or_skip()
+    ray_was_up = ray.is_initialized()  # first in this module: `radsteer run` starts (and stops) its own Ray
     monkeypatch.delenv(STORE_URL_ENV, raising=False)
     with FakeOpenAIServer() as srv:
         protocol = str(_protocol(tmp_path, srv.base_url))
@@ -82,6 +85,7 @@ def test_run_on_ray_into_postgres_equals_local_sqlite_run(tmp_path, shared_ray, 
                      "--store-url", pg_url]) == 0
         out = capsys.readouterr().out
         assert srv.requests == 2 * local_requests  # every judge call once, none twice
+    assert ray.is_initialized() == ray_was_up  # a Ray the command started is stopped again
     assert "on 2 Ray workers" in out and "evaluate: on 2 Ray workers" in out, out
     assert "judge fake-judge: 16 verdicts, 0 errors (16 requests" in out, out  # the workers' calls, counted
     local, ray_dir = tmp_path / "local" / "tiny", tmp_path / "ray" / "tiny"

@@ -157,6 +157,20 @@ class StudyStore(ReaderStudyMixin, RepositoryMixin, AnnotationRepositoryMixin):
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt)]
 
+    def rows_in(self, table: str, column: str, values: Iterable[Any], **where: Any) -> list[dict[str, Any]]:
+        """Rows of `table` whose `column` is one of `values` (and matching `where`): a part of a big
+        table — e.g. one Ray shard's verdicts — without reading the whole of it."""
+        t = TABLES[table]
+        values = list(dict.fromkeys(values))
+        out: list[dict[str, Any]] = []
+        with self.engine.connect() as conn:
+            for i in range(0, len(values), 500):
+                stmt = select(t).where(t.c[column].in_(values[i : i + 500]))
+                for col, value in where.items():
+                    stmt = stmt.where(t.c[col] == value)
+                out.extend(dict(r._mapping) for r in conn.execute(stmt))
+        return out
+
     def count(self, table: str) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(TABLES[table])).scalar_one())
