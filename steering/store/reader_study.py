@@ -42,7 +42,7 @@ class ReaderStudyMixin:
 
     def session(self, token_hash: str) -> dict[str, Any] | None:
         """The session row of this token hash (annotator, credential, created_at, expires_at), if any."""
-        with self.engine.connect() as conn:
+        with self._reads().connect() as conn:  # type: ignore[attr-defined]  # autocommit: no BEGIN/ROLLBACK
             row = conn.execute(_SESSION, {"token_hash": token_hash}).first()
         if row is None:
             return None
