@@ -96,7 +96,10 @@ def run_study(
 ) -> RunResult:
     """Run `steps` of `study` with `config` (default: the protocol's settings, no flags)."""
     config = config or resolve("run", protocol=study.protocol, protocol_dir=study.loaded.base_dir)
-    checked = checked or check_study(study)
+    if checked is None:
+        from protocols.execution import execution_options
+
+        checked = check_study(study, execution_options(study, config))
     study.check_run_dir()
     result = RunResult(run_dir=study.run_dir)
     judge = None

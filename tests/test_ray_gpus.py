@@ -122,3 +122,28 @@ def test_evaluate_and_mine_refuse_a_cluster_with_a_sqlite_store_in_one_line(tmp_
     assert len(err.splitlines()) == 1 and "SQLite" in err, err
     with StudyStore.open(run_dir) as s:
         assert s.count("verdicts") == 0 and s.count("feature_contexts") == 0
+
+
+def test_run_checks_the_workers_device_not_the_drivers(tmp_path, capsys) -> None:
+    """A driver without a GPU may send a CUDA sweep to GPU workers: `radsteer run` checks the device
+    a worker will pick (here on this CPU-only machine, with Ray not even started: a dry run)."""
+    import yaml
+
+    from protocols.cli import main
+    from tests.helpers_steering import write_tiny_study
+
+    protocol = write_tiny_study(tmp_path, n_cases=1, features=("f0",), alphas=(1.0,))
+    data = yaml.safe_load(protocol.read_text())
+    data["model"]["device"] = "cuda"
+    data["execution"] = {"executor": "ray", "workers": 2, "gpus_per_worker": 1}
+    protocol.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main(["run", str(protocol), "--runs-dir", str(tmp_path / "runs"), "--dry-run"]) == 0
+    assert "rows: 2 to generate" in capsys.readouterr().out
+    assert main(["run", str(protocol), "--runs-dir", str(tmp_path / "runs"), "--dry-run", "--executor", "local"]) == 2
+    assert "does not exist on this machine" in capsys.readouterr().err  # the local executor: this machine's device
+    data["execution"]["gpus_per_worker"] = 0
+    protocol.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main(["run", str(protocol), "--runs-dir", str(tmp_path / "runs"), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model.device" in err and "gpus_per_worker" in err, err
+    assert not (tmp_path / "runs").exists()
