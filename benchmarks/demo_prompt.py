@@ -6,16 +6,15 @@ for one or more few-shot example sets; prints each text, whether it is report-sh
 
 `steer`: layers × |α| on a few cases and features: for each layer an SAE is trained (or reused
 from the cache, keyed like the demo's) on the demo's training corpus, mined over the held-out
-corpus and explained by the lexicon; the features are steered at ±α. Prints per (layer, α) how many +α texts assert the feature's target concept (and
-how many −α texts lose it), how many steered texts stay report-shaped, and the baselines' share.
-The features are those the demo itself would select at that layer (demo.yaml's `features.select`).
+corpus and explained by the lexicon, and the features the demo itself would select at that layer
+(demo.yaml's `features.select`) are steered at ±α. Prints per (layer, α) how many +α texts newly
+assert the feature's target concept (and how many −α texts lose it), how many steered texts stay
+report-shaped, and the baselines' share. (Measured for the demo: docs/benchmarks.md.)
 
     python benchmarks/demo_prompt.py baselines [--variant current --variant unrelated4 ...] [--cases 16]
-    python benchmarks/demo_prompt.py steer --layers 6 8 10 --alphas 25 50 75 [--cases 4]
-        [--features 6]
+    python benchmarks/demo_prompt.py steer --layers 8 6 10 --alphas 25 50 80 [--cases 4] [--features 4] [--show]
 
-Every case and feature is generated in one batch per (layer, α); torch runs on one thread so
-that side-by-side figures are comparable on a shared machine.
+Torch runs on one thread so that side-by-side CPU seconds are comparable on a shared machine.
 """
 
 from __future__ import annotations
