@@ -41,8 +41,8 @@ def to_adjudicate(store: StudyStore, tasks: tuple[str, ...]) -> list[Case]:
     out: list[Case] = []
     for task in tasks:
         reads: dict[str, dict[str, dict[str, Any]]] = {}
-        for row in store.rows("annotations", task=task):
-            reads.setdefault(row["item_key"], {})[row["annotator"]] = dict(row["answers"] or {})
+        for read in store.reads(task):
+            reads.setdefault(read.item_key, {})[read.annotator] = dict(read.answers)
         for key, by in reads.items():
             answered = {a: ans for a, ans in by.items() if not ans.get("skipped")}
             fields = CHOICES[task]

@@ -177,12 +177,56 @@ def _script() -> str:
     const s = S(drag.v); s.x = ev.clientX - drag.x0; s.y = ev.clientY - drag.y0; apply(drag.v);
   });
   document.addEventListener('pointerup', () => { drag = null; });
+  // grounded reports: hovering a box or a legend line highlights that sentence's boxes and line;
+  // the sentences with boxes are underlined in their report's text (CSS highlights, no markup added)
+  document.addEventListener('mouseover', (ev) => {
+    const hit = ev.target.closest && ev.target.closest('[data-rs-box]');
+    const tag = hit ? hit.dataset.rsBox : null, v = hit && hit.closest('.rs-viewer');
+    document.querySelectorAll('.rs-hl').forEach(e => { if (!v || e.dataset.rsBox !== tag) e.classList.remove('rs-hl'); });
+    if (v) v.querySelectorAll('[data-rs-box]').forEach(e => { if (e.dataset.rsBox === tag) e.classList.add('rs-hl'); });
+    groundMarks();
+  });
+  const norm = (t) => t.replace(/\\s+/g, ' ').replace(/ ([.,;:])/g, '$1').trim();
+  function rangeOf(root, phrase) {
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT), nodes = [];
+    let text = '';
+    while (walker.nextNode()) { nodes.push([walker.currentNode, text.length]); text += walker.currentNode.data; }
+    const i = phrase ? text.indexOf(phrase) : -1;
+    if (i < 0) return null;
+    const at = (k) => { for (let j = nodes.length - 1; j >= 0; j--) if (nodes[j][1] <= k) return [nodes[j][0], k - nodes[j][1]]; };
+    const r = new Range(), a = at(i), b = at(i + phrase.length);
+    r.setStart(a[0], a[1]); r.setEnd(b[0], Math.min(b[1], b[0].data.length));
+    return r;
+  }
+  function groundMarks() {
+    if (!(window.CSS && CSS.highlights && window.Highlight)) return;
+    const marks = {B: [], S: [], hl: []};
+    document.querySelectorAll('#rs-grounding li[data-rs-box]').forEach(li => {
+      const tag = li.dataset.rsBox, t = li.querySelector('.rs-gt');
+      const root = document.getElementById(tag[0] === 'B' ? 'rs-baseline' : 'rs-steered');
+      const r = root && t ? rangeOf(root, norm(t.textContent)) : null;
+      if (!r) return;
+      marks[tag[0]].push(r);
+      if (li.classList.contains('rs-hl')) marks.hl.push(r);
+    });
+    CSS.highlights.set('rs-g-b', new Highlight(...marks.B));
+    CSS.highlights.set('rs-g-s', new Highlight(...marks.S));
+    CSS.highlights.set('rs-g-hl', new Highlight(...marks.hl));
+  }
+  let marking = false;
+  new MutationObserver(() => { if (!marking) { marking = true; requestAnimationFrame(() => { marking = false; groundMarks(); }); } })
+    .observe(document.documentElement, {childList: true, subtree: true, characterData: true});
   document.addEventListener('dblclick', (ev) => {
     const v = ev.target.closest && ev.target.closest('.rs-stage') && ev.target.closest('.rs-viewer');
     if (v) reset(v);
   });
 })();
 </script>""".replace("__KEYS__", json.dumps(actions))
+
+
+def _text(value: Any) -> str:
+    """A raw text input of the reader's loop (no Gradio preprocessing): anything but text is ''."""
+    return value if isinstance(value, str) else ""
 
 
 def refuse(message: str) -> gr.Error:
@@ -310,7 +354,7 @@ class AnnotationApp:
             view.ref,
             gr.update(choices=[(MODES[m], m) for m in modes], value=mode if mode in modes else None,
                       visible=len(modes) > 1) if first else (mode if mode in modes else None),
-            view.progress, header, views.images_html(images), *self._sides(view), view.readers,
+            view.progress, header, views.images_html(images, view.grounding), *self._sides(view), view.readers,
         ]
         for task in QUESTIONS:
             vals += [view.answers.get(f) if view.task == task else None for f, _q, _c in QUESTIONS[task]]
@@ -339,7 +383,7 @@ class AnnotationApp:
             raise refuse(str(exc)) from None
 
     def _mode_of_ref(self, ref: str) -> str:
-        head = str(ref or "").split(":", 1)[0]
+        head = _text(ref).split(":", 1)[0]
         if head not in (*self.tasks, ADJ):
             raise refuse(f"item reference {str(ref)[:60]!r} is not an item of this app; reload the page")
         return head
@@ -372,11 +416,13 @@ class AnnotationApp:
     def on_switch(self, mode: str, request: gr.Request):
         """The caller's current item of task `mode` ("change", "feature" or "adj")."""
         name = self.user(request)
+        mode = _text(mode)
         return self._outputs(name, mode, self._guard(self._service(name, mode).current, name))
 
     def on_submit(self, ref: str, label: str, interpretation_valid: str, coherent: str, validity: str,
                   clinically_relevant: str, comment: str, flagged: bool, request: gr.Request):
         name = self.user(request)
+        ref = _text(ref)
         mode = self._mode_of_ref(ref)
         svc = self._service(name, mode)
         raw: dict[str, Any] = dict(label=label, interpretation_valid=interpretation_valid, coherent=coherent,
@@ -388,11 +434,13 @@ class AnnotationApp:
 
     def on_skip(self, ref: str, request: gr.Request):
         name = self.user(request)
+        ref = _text(ref)
         mode = self._mode_of_ref(ref)
         return self._outputs(name, mode, self._guard(self._service(name, mode).skip, name, ref))
 
     def on_back(self, ref: str, request: gr.Request):
         name = self.user(request)
+        ref = _text(ref)
         mode = self._mode_of_ref(ref)
         return self._outputs(name, mode, self._guard(self._service(name, mode).back, name, ref))
 
@@ -456,12 +504,18 @@ class AnnotationApp:
             outs = [ref, mode, prog, header, images, left, right, readers, *radios, comment, flagged, status,
                     legend]
             opts = dict(queue=False, concurrency_limit=None)
+            # The reader's loop: Gradio's per-component pre/postprocessing is an identity for these
+            # components (text, radio values, a bool) but costs a thread hand-off per component and
+            # call (~25 per submit), which under ten concurrent readers is most of a call's latency
+            # (benchmarks/annotation.py). The handlers take raw values and check every one themselves
+            # (`_text`, `validate_answers`); they return exactly what the components display.
+            loop = dict(opts, preprocess=False, postprocess=False)
             demo.load(self.on_load, None, [*outs, who, admin_col, admin_table], api_visibility="private", **opts)
-            mode.input(self.on_switch, [mode], outs, api_visibility="private", **opts)
-            gr.Button(visible=False).click(self.on_switch, [mode_text], outs, api_name="next_item", **opts)
-            submit.click(self.on_submit, [ref, *radios, comment, flagged], outs, api_name="submit", **opts)
-            skip.click(self.on_skip, [ref], outs, api_name="skip", **opts)
-            back.click(self.on_back, [ref], outs, api_name="back", **opts)
+            mode.input(self.on_switch, [mode], outs, api_visibility="private", **loop)
+            gr.Button(visible=False).click(self.on_switch, [mode_text], outs, api_name="next_item", **loop)
+            submit.click(self.on_submit, [ref, *radios, comment, flagged], outs, api_name="submit", **loop)
+            skip.click(self.on_skip, [ref], outs, api_name="skip", **loop)
+            back.click(self.on_back, [ref], outs, api_name="back", **loop)
             refresh.click(self.on_progress, None, [admin_table], api_name="progress", **opts)
         return demo
 
@@ -472,7 +526,7 @@ class AnnotationApp:
         self.server = AnnotationServer(
             self.blocks, self.accounts, self.sessions, local_user=LOCAL_USER, title="radsteer reader study",
             auth_message="Log in with the user name and password your study coordinator gave you.",
-            css=views.CSS + views.LAYOUT_CSS, head=_script(), throttle=self.throttle)
+            css=views.CSS + views.LAYOUT_CSS + views.GROUNDING_CSS, head=_script(), throttle=self.throttle)
         url = self.server.serve(host, port if port is not None else _free_port(host), block=block, quiet=quiet)
         return self.server.app, url
 

@@ -9,14 +9,10 @@ adds the time spent, it never duplicates it.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
 from typing import Any
-
-from sqlalchemy import func, select
 
 from steering.errors import RadsteerError
 from steering.store import StudyStore
-from steering.store.schema import annotations, generations, queue_items
 
 MAX_COMMENT = 4000
 """Characters. Long enough for a clinical remark, short enough that nobody pastes a report."""
@@ -94,52 +90,19 @@ def parse_item_ref(ref: str, task: str) -> tuple[int, str]:
     return int(pos), key
 
 
-def check_in_queue(conn: Any, annotator: str, task: str, position: int, item_key: str) -> None:
-    q = queue_items
-    found = conn.execute(
-        select(q.c.item_key).where(q.c.annotator == annotator, q.c.task == task, q.c.position == position)
-    ).scalar_one_or_none()
-    if found != item_key:
+def save_answer(store: StudyStore, annotator: str, task: str, position: int, item_key: str,
+                answers: dict[str, Any], seconds: float | None) -> None:
+    """Store (or update) one answer in one transaction, after checking the queue."""
+    if not store.record_answer(annotator, task, position, item_key, answers, seconds):
         raise AnnotationInputError(
             f"item {item_key[:60]!r} at position {position} is not in your queue; nothing was stored (reload the page)"
         )
 
 
-def save_answer(store: StudyStore, annotator: str, task: str, position: int, item_key: str,
-                answers: dict[str, Any], seconds: float | None) -> None:
-    """Store (or update) one answer in one transaction, after checking the queue."""
-    now = datetime.now(timezone.utc)
-    with store.transaction() as conn:
-        check_in_queue(conn, annotator, task, position, item_key)
-        a = annotations
-        prev = conn.execute(
-            select(a.c.seconds).where(a.c.task == task, a.c.item_key == item_key, a.c.annotator == annotator)
-        ).first()
-        total = seconds
-        if prev is not None and prev.seconds is not None:
-            total = prev.seconds + (seconds or 0.0)
-        generation_id, feature_id = None, item_key
-        if task == "change":
-            generation_id = int(item_key)
-            feature_id = conn.execute(
-                select(generations.c.feature_id).where(generations.c.id == generation_id)
-            ).scalar_one_or_none()
-        row = dict(task=task, item_key=item_key, annotator=annotator, generation_id=generation_id,
-                   feature_id=feature_id, answers=answers, seconds=total, shown_order=position, updated_at=now)
-        store.upsert("annotations", [row], key=["task", "item_key", "annotator"], conn=conn)
-
-
 def progress(store: StudyStore, task: str) -> list[dict[str, Any]]:
     """Per annotator: assigned, done, skipped, flagged, remaining, median seconds. Counts only."""
-    q, a = queue_items, annotations
-    with store.engine.connect() as conn:
-        assigned = dict(conn.execute(
-            select(q.c.annotator, func.count()).where(q.c.task == task).group_by(q.c.annotator)).all())
-        rows = conn.execute(
-            select(a.c.annotator, a.c.answers, a.c.seconds)
-            .join(q, (q.c.annotator == a.c.annotator) & (q.c.task == a.c.task) & (q.c.item_key == a.c.item_key))
-            .where(a.c.task == task)
-        ).all()
+    assigned = store.queue_lengths(task)
+    rows = store.queued_reads(task)
     out = []
     for who in sorted(assigned):
         mine = [r for r in rows if r.annotator == who]

@@ -19,12 +19,11 @@ import random
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import and_, select
-
-from steering.store import BASELINE_FEATURE, StudyStore
-from steering.store.schema import features, generations, queue_items, verdicts
+from steering.store import StudyStore
+from steering.store.annotation_repo import QueueEntry, QueueItem
 
 TASKS = ("change", "feature")
+__all__ = ["TASKS", "QueueConfig", "QueueItem", "disagreement_items", "queue_of", "sync_queues", "task_items"]
 
 
 @dataclass(frozen=True)
@@ -40,54 +39,24 @@ class QueueConfig:
             raise RadsteerError(f"--overlap {self.overlap}: must be between 0 and 1")
 
 
-@dataclass(frozen=True)
-class QueueItem:
-    position: int
-    item_key: str
-    double_read: bool
-
-
 def task_items(store: StudyStore, task: str) -> list[str]:
     """Keys of everything there is to annotate: steered generations that have a baseline
     (task "change", key = generation id) or features (task "feature", key = feature id)."""
-    with store.engine.connect() as conn:
-        if task == "change":
-            g, b = generations, generations.alias("b")
-            stmt = (
-                select(g.c.id)
-                .join(b, and_(b.c.case_id == g.c.case_id, b.c.settings_hash == g.c.settings_hash,
-                              b.c.feature_id == BASELINE_FEATURE))
-                .where(g.c.feature_id != BASELINE_FEATURE)
-                .order_by(g.c.id)
-            )
-            return [str(r[0]) for r in conn.execute(stmt)]
-        if task == "feature":
-            return [r[0] for r in conn.execute(select(features.c.feature_id).order_by(features.c.feature_id))]
+    if task == "change":
+        return [str(i) for i in store.steered_generation_ids()]
+    if task == "feature":
+        return store.feature_ids()
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
 
 
 def disagreement_items(store: StudyStore, task: str) -> set[str]:
     """Items whose combined verdict says the two automated methods disagree."""
-    v, g = verdicts, generations
-    stmt = (
-        select(g.c.id, g.c.feature_id)
-        .join(v, v.c.generation_id == g.c.id)
-        .where(v.c.method == "combined", v.c.disagreement.is_(True))
-    )
-    with store.engine.connect() as conn:
-        rows = conn.execute(stmt).all()
-    return {str(r.id) for r in rows} if task == "change" else {r.feature_id for r in rows}
+    rows = store.disagreement_generations()
+    return {str(g) for g, _f in rows} if task == "change" else {f for _g, f in rows}
 
 
 def queue_of(store: StudyStore, annotator: str, task: str) -> list[QueueItem]:
-    q = queue_items
-    stmt = (
-        select(q.c.position, q.c.item_key, q.c.double_read)
-        .where(q.c.annotator == annotator, q.c.task == task)
-        .order_by(q.c.position)
-    )
-    with store.engine.connect() as conn:
-        return [QueueItem(int(r.position), r.item_key, bool(r.double_read)) for r in conn.execute(stmt)]
+    return store.queue(annotator, task)
 
 
 _LOCK = threading.Lock()
@@ -102,18 +71,17 @@ def sync_queues(store: StudyStore, task: str, annotators: list[str], config: Que
     annotators = sorted(set(annotators))
     if not annotators:
         return {}
-    with _LOCK, store.transaction() as conn:
-        q = queue_items
-        existing = conn.execute(select(q.c.annotator, q.c.position, q.c.item_key).where(q.c.task == task)).all()
+    items = task_items(store, task)
+    flagged = disagreement_items(store, task) if config.disagreements_first else set()
+    added = {a: 0 for a in annotators}
+
+    def plan(existing: list[QueueEntry]) -> list[QueueEntry]:
         length: dict[str, int] = {a: 0 for a in annotators}
         readers: dict[str, set[str]] = {}
-        for r in existing:
-            length[r.annotator] = max(length.get(r.annotator, 0), int(r.position) + 1)
-            readers.setdefault(r.item_key, set()).add(r.annotator)
-        items = task_items(store, task)
-        flagged = disagreement_items(store, task) if config.disagreements_first else set()
-        new_rows: list[dict] = []
-        added = {a: 0 for a in annotators}
+        for e in existing:
+            length[e.annotator] = max(length.get(e.annotator, 0), e.position + 1)
+            readers.setdefault(e.item_key, set()).add(e.annotator)
+        new_rows: list[QueueEntry] = []
 
         # 1. annotators joining a study whose queues already exist: a fair share of the least-read items
         if existing:
@@ -149,17 +117,16 @@ def sync_queues(store: StudyStore, task: str, annotators: list[str], config: Que
             for a in annotators:
                 new_rows += _append(a, dealt[a], length, flagged, config, task, double=False, doubles=doubles)
                 added[a] += len(dealt[a])
+        # a late joiner turns single reads into double reads: the store marks every copy
+        return new_rows
 
-        if new_rows:
-            store.insert_ignore("queue_items", new_rows, conn=conn)
-            twice = [k for k, who in readers.items() if len(who) >= 2]
-            if twice:  # a late joiner turns single reads into double reads: mark every copy
-                conn.execute(q.update().where(q.c.task == task, q.c.item_key.in_(twice)).values(double_read=True))
-        return added
+    with _LOCK:
+        store.extend_queues(task, plan)
+    return added
 
 
 def _append(annotator: str, keys: list[str], length: dict[str, int], flagged: set[str], config: QueueConfig,
-            task: str, *, double: bool, doubles: set[str] | None = None) -> list[dict]:
+            task: str, *, double: bool, doubles: set[str] | None = None) -> list[QueueEntry]:
     """Rows that append `keys` to `annotator`'s queue in a seeded order (flagged first if asked)."""
     start = length.get(annotator, 0)
     order = sorted(keys)
@@ -167,8 +134,5 @@ def _append(annotator: str, keys: list[str], length: dict[str, int], flagged: se
     if config.disagreements_first:
         order.sort(key=lambda k: k not in flagged)  # stable: random order within each group
     length[annotator] = start + len(order)
-    return [
-        dict(annotator=annotator, task=task, position=start + i, item_key=k,
-             double_read=double or (doubles is not None and k in doubles), seed=config.seed)
-        for i, k in enumerate(order)
-    ]
+    return [QueueEntry(annotator, task, start + i, k, double or (doubles is not None and k in doubles), config.seed)
+            for i, k in enumerate(order)]

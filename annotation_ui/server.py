@@ -19,7 +19,9 @@ calls, files) sees the same identity, or a 401:
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
 import logging
 import threading
 import time
@@ -85,6 +87,7 @@ class AnnotationServer:
         app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
         self._routes(app)
         app.add_middleware(_LoginRedirect, server=self)
+        app.add_middleware(_ApiSessionHash, local=sessions is None)
         self.app = gr.mount_gradio_app(
             app, blocks, path="/", auth_dependency=self.user_of, show_error=True, ssr_mode=False,
             mcp_server=False, pwa=False, max_file_size="1kb", enable_monitoring=False, footer_links=[],
@@ -178,6 +181,7 @@ class AnnotationServer:
     # ---- serving --------------------------------------------------------------------------
 
     def serve(self, host: str, port: int, *, block: bool = True, quiet: bool = False) -> str:
+        _warm_gradio()
         config = uvicorn.Config(self.app, host=host, port=port, log_level="warning" if quiet else "info",
                                 access_log=False, lifespan="on")
         server = uvicorn.Server(config)
@@ -204,6 +208,18 @@ class AnnotationServer:
             self._server = None
 
 
+def _warm_gradio() -> None:
+    """Gradio imports matplotlib inside the first API call, on the event loop (~1 s on 2 cores, and
+    every reader waits for it); do it before the server listens."""
+    try:
+        from gradio.utils import MatplotlibBackendMananger
+
+        with MatplotlibBackendMananger():
+            pass
+    except (ImportError, AttributeError):  # another Gradio, or no matplotlib: nothing to warm
+        pass
+
+
 class _LoginRedirect:
     """The page itself (`GET /`) without a session: the login form instead of Gradio's 401.
 
@@ -220,6 +236,70 @@ class _LoginRedirect:
                 await RedirectResponse("login", status_code=303)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class _ApiSessionHash:
+    """An API call (`POST /gradio_api/run/<name>`) that names no Gradio session gets one derived
+    from its login cookie.
+
+    Why: for a call without `session_hash` Gradio builds a fresh session state — the config of
+    every component of the page, ~10 ms of CPU — on the event loop, so concurrent readers calling
+    the API queue behind each other (benchmarks/annotation.py: most of a call's server time). The
+    page names its own session; scripts (httpx, curl) usually do not. The derived name is a hash of
+    the cookie (the token never appears), so each login gets one Gradio session, as a browser tab
+    does; identity still comes only from the cookie (`AnnotationServer.user_of`), and the app keeps
+    no per-session state in Gradio. Requests without a cookie are passed on unchanged (they are
+    refused before any state is built); so are bodies that are not a small JSON object."""
+
+    PREFIXES = ("/gradio_api/run/", "/gradio_api/api/")
+    MAX_BODY = 256 * 1024
+
+    def __init__(self, app: Any, local: bool) -> None:
+        self.app, self.local = app, local
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(self.PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        token = Request(scope).cookies.get(COOKIE)
+        if not token and not self.local:
+            await self.app(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: the app sees that
+                await self.app(scope, _replay(b"".join(chunks), False, receive), send)
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if more and size > self.MAX_BODY:  # not ours to rewrite: passed on as it comes
+                await self.app(scope, _replay(b"".join(chunks), True, receive), send)
+                return
+        body = b"".join(chunks)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and not data.get("session_hash"):
+            name = "local" if not token else hashlib.sha256(b"radsteer-gradio-session\0" + token.encode()).hexdigest()
+            data["session_hash"] = f"rs-{name[:32]}"
+            body = json.dumps(data).encode()
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+            scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+        await self.app(scope, _replay(body, False, receive), send)
+
+
+def _replay(body: bytes, more: bool, receive: Callable) -> Callable:
+    """An ASGI `receive` that first hands out `body` (the part already read), then defers to the
+    client's own `receive` (the rest of the body, if `more`, and the disconnect)."""
+    first = [{"type": "http.request", "body": body, "more_body": more}]
+
+    async def replay() -> dict:
+        return first.pop() if first else await receive()
+
+    return replay
 
 
 def _too_many(message: str, seconds: int) -> JSONResponse:

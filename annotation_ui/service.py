@@ -7,25 +7,14 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
-
-from sqlalchemy import func, select
 
 from annotation_ui import persistence, queues, views
 from annotation_ui.images import CaseImage, case_images
 from annotation_ui.persistence import AnnotationInputError
 from annotation_ui.queues import QueueConfig
 from steering.store import StudyStore
-from steering.store.schema import (
-    annotations,
-    cases,
-    feature_contexts,
-    features,
-    generations,
-    queue_items,
-    verdicts,
-)
 
 MAX_CONTEXTS = 10
 
@@ -47,6 +36,7 @@ class ItemView:
     finished: bool = False
     images: list[CaseImage] = field(default_factory=list)  # the case's images (change task, MAIRA-2 cases)
     readers: str = ""  # adjudication: the readers' answers (HTML)
+    grounding: dict[str, list] = field(default_factory=dict)  # change: {"baseline"/"steered": phrases with boxes}
 
     @property
     def progress(self) -> str:
@@ -70,32 +60,22 @@ class AnnotationService:
     def current(self, annotator: str) -> ItemView:
         """The first item this annotator has not answered: where they resume after a restart."""
         self._ensure_queue(annotator)
-        with self.store.engine.connect() as conn:
-            total, done = self._counts(conn, annotator)
-            j = self._joined(annotator)
-            first = conn.execute(
-                select(queue_items.c.position, queue_items.c.item_key).select_from(j)
-                .where(self._mine(annotator), annotations.c.id.is_(None)).order_by(queue_items.c.position).limit(1)
-            ).first()
-        if first is None:
-            return self._view(annotator, total, total, done)
-        return self._view(annotator, int(first.position), total, done, first.item_key, {})
+        status = self.store.queue_status(annotator, self.task)
+        if status.next is None:
+            return self._view(annotator, status.total, status.total, status.done)
+        return self._view(annotator, status.next.position, status.total, status.done, status.next.item_key, {})
 
     def back(self, annotator: str, ref: str) -> ItemView:
         self._ensure_queue(annotator)
         position, key = persistence.parse_item_ref(ref, self.task)
-        with self.store.engine.connect() as conn:
-            total, done = self._counts(conn, annotator)
-            if not (key == "" and position == total):
-                self._check(conn, annotator, position, key)
-            target = max(position - 1, 0)
-            row = conn.execute(
-                select(queue_items.c.item_key, annotations.c.answers).select_from(self._joined(annotator))
-                .where(self._mine(annotator), queue_items.c.position == target)
-            ).first()
+        status = self.store.queue_status(annotator, self.task)
+        if not (key == "" and position == status.total):
+            self._check(annotator, position, key)
+        target = max(position - 1, 0)
+        row = self.store.queued_answer(annotator, self.task, target)
         if row is None:
-            return self._view(annotator, total, total, done)
-        return self._view(annotator, target, total, done, row.item_key, row.answers or {})
+            return self._view(annotator, status.total, status.total, status.done)
+        return self._view(annotator, target, status.total, status.done, row.item_key, row.answers or {})
 
     def submit(self, annotator: str, ref: str, raw: dict[str, Any]) -> ItemView:
         answers = persistence.validate_answers(self.task, raw)
@@ -123,28 +103,14 @@ class AnnotationService:
     def _ensure_queue(self, annotator: str) -> None:
         if annotator not in self._has_queue:
             with self._lock:  # someone added to the accounts file while the server runs
-                if not queues.queue_of(self.store, annotator, self.task):
+                if not self.store.queue(annotator, self.task):
                     queues.sync_queues(self.store, self.task, [annotator], self.config)
                 self._has_queue.add(annotator)
 
-    def _joined(self, annotator: str) -> Any:
-        """This annotator's queue, each item beside their own answer (if any); nobody else's."""
-        q, a = queue_items, annotations
-        return q.outerjoin(a, (a.c.task == q.c.task) & (a.c.item_key == q.c.item_key) & (a.c.annotator == annotator))
-
-    def _mine(self, annotator: str) -> Any:
-        return (queue_items.c.annotator == annotator) & (queue_items.c.task == self.task)
-
-    def _counts(self, conn: Any, annotator: str) -> tuple[int, int]:
-        q = queue_items
-        total, done = conn.execute(
-            select(func.count(q.c.position), func.count(annotations.c.id)).select_from(self._joined(annotator))
-            .where(self._mine(annotator))
-        ).one()
-        return int(total), int(done)
-
-    def _check(self, conn: Any, annotator: str, position: int, key: str) -> None:
-        persistence.check_in_queue(conn, annotator, self.task, position, key)
+    def _check(self, annotator: str, position: int, key: str) -> None:
+        if self.store.queue_key_at(annotator, self.task, position) != key:
+            raise AnnotationInputError(
+                f"item {key[:60]!r} at position {position} is not in your queue; nothing was stored (reload the page)")
 
     def _view(self, annotator: str, position: int, total: int, done: int, key: str = "",
               answers: dict | None = None) -> ItemView:
@@ -168,49 +134,33 @@ class AnnotationService:
             self._fill_feature(view, key)
 
     def _fill_change(self, view: ItemView, generation_id: int) -> None:
-        g, b = generations, generations.alias("b")
-        with self.store.engine.connect() as conn:
-            row = conn.execute(
-                select(g.c.case_id, g.c.feature_id, g.c.alpha, g.c.text, b.c.text.label("baseline"),
-                       features.c.description, cases.c.inputs)
-                .join(b, (b.c.case_id == g.c.case_id) & (b.c.settings_hash == g.c.settings_hash)
-                      & (b.c.feature_id == ""))
-                .outerjoin(features, features.c.feature_id == g.c.feature_id)
-                .outerjoin(cases, cases.c.case_id == g.c.case_id)
-                .where(g.c.id == generation_id)
-            ).first()
-            automated = None
-            if self.show_automated:
-                labels = dict(conn.execute(select(verdicts.c.method, verdicts.c.label)
-                                           .where(verdicts.c.generation_id == generation_id)).all())
-                automated = labels.get("combined") or labels.get("entity_diff") or labels.get("llm_judge")
-                automated = automated or "none recorded"
-        if row is None:
+        item, labels = self.store.change_item(generation_id, with_labels=self.show_automated)
+        if item is None:
             raise AnnotationInputError(f"generation {generation_id} is no longer in the study store")
-        inputs = row.inputs if isinstance(row.inputs, dict) else {}
-        item = dict(feature_id=row.feature_id, alpha=row.alpha, description=row.description,
-                    indication=inputs.get("indication"))
-        view.header = views.change_header(item, automated)
-        view.left, view.right = views.change_sides(row.baseline, row.text)
-        view.images = case_images(inputs)
+        automated = None
+        if self.show_automated:
+            automated = labels.get("combined") or labels.get("entity_diff") or labels.get("llm_judge")
+            automated = automated or "none recorded"
+        shown = dict(feature_id=item.feature_id, alpha=item.alpha, description=item.description,
+                     indication=item.inputs.get("indication"))
+        view.header = views.change_header(shown, automated)
+        view.left, view.right = views.change_sides(item.baseline_text, item.text)
+        view.images = case_images(item.inputs)
+        if any(im.view == "frontal" for im in view.images):  # grounded reports' boxes, drawn on the frontal image
+            view.grounding = {side: v for side, v in (("baseline", item.baseline_grounding), ("steered", item.grounding))
+                              if isinstance(v, list)}
 
     def _fill_feature(self, view: ItemView, feature_id: str) -> None:
-        fc = feature_contexts
-        with self.store.engine.connect() as conn:
-            feat = conn.execute(select(features).where(features.c.feature_id == feature_id)).first()
-            ctx = conn.execute(
-                select(fc).where(fc.c.feature_id == feature_id, fc.c.kind == "top").order_by(fc.c.rank)
-                .limit(MAX_CONTEXTS)
-            ).all()
-        if feat is None:
+        found, ctx = self.store.feature_with_contexts(feature_id, "top", MAX_CONTEXTS)
+        if found is None:
             raise AnnotationInputError(f"feature {feature_id!r} is no longer in the study store")
-        feature = dict(feat._mapping)
+        feature = asdict(found)
         interp = self.store.interpretation_for(feature_id)  # `radsteer interpret`, if it ran
         f1 = feature.get("interpretability")
         if f1 is None and interp is not None and interp.get("description") == feature.get("description"):
             f1 = interp.get("f1")  # the score of exactly the description shown
         # the F1 is an automated score: shown only where the automated labels are (not blinded)
         view.header = views.feature_header(feature, f1=f1 if self.show_automated else None)
-        view.left = views.contexts_html([dict(c._mapping) for c in ctx])
+        view.left = views.contexts_html([asdict(c) for c in ctx])
         if interp is not None:
             view.left += views.heldout_html(interp.get("examples") or [])

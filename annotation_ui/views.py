@@ -4,6 +4,7 @@ model output or free text and must render as text, never as markup."""
 from __future__ import annotations
 
 import html
+import math
 from typing import Any
 
 from evaluation.textdiff import DIFF_CSS, render_side, word_diff
@@ -141,22 +142,25 @@ def readers_html(task: str, reason: str, readers: dict[str, dict[str, Any]]) -> 
             "<div class=\"rs-muted\">Record the final answer below.</div></div>")
 
 
-def images_html(images: list[tuple[str, str, str]]) -> str:
-    """Image viewers: (view, label, url) each with zoom, pan and a window/level control.
+def images_html(images: list[tuple[str, str, str]], grounding: dict[str, Any] | None = None) -> str:
+    """Image viewers: (view, label, url) each with zoom, pan and a window/level control; the
+    frontal one also shows the grounded reports' boxes (`grounding_html`).
 
     The window/level is an SVG linear transfer function on the displayed greyscale values
     (slope 1/window, intercept 0.5 − level/window); the page script moves its sliders."""
     if not images:
         return ""
+    boxes, legend = grounding_html(grounding)
     out = []
     for i, (view, label, url) in enumerate(images):
         fid = f"rs-wl-{i}"
         funcs = "".join(f'<feFunc{c} type="linear" slope="1" intercept="0"/>' for c in "RGB")
+        frontal = view == "frontal"
         out.append(
             f'<figure class="rs-viewer" data-view="{esc(view)}" data-filter="{fid}">'
             f'<figcaption>{esc(label)}</figcaption>'
             f'<div class="rs-stage"><div class="rs-layer"><img class="rs-img" src="{esc(url)}" alt="{esc(label)} image" '
-            f'draggable="false" style="filter:url(#{fid})"></div></div>'
+            f'draggable="false" style="filter:url(#{fid})">{boxes if frontal else ""}</div></div>'
             '<div class="rs-tools"><button type="button" data-act="in" title="zoom in (+)">+</button>'
             '<button type="button" data-act="out" title="zoom out (−)">−</button>'
             '<button type="button" data-act="reset" title="reset zoom, pan and window (0)">reset</button>'
@@ -165,7 +169,7 @@ def images_html(images: list[tuple[str, str, str]]) -> str:
             '<span class="rs-zoom">100%</span></div>'
             f'<svg width="0" height="0" style="position:absolute" aria-hidden="true"><filter id="{fid}" '
             f'color-interpolation-filters="sRGB"><feComponentTransfer>{funcs}</feComponentTransfer></filter></svg>'
-            "</figure>")
+            f'{legend if frontal else ""}</figure>')
     return f'<div class="rs-viewers" id="rs-viewers">{"".join(out)}</div>'
 
 
@@ -190,4 +194,94 @@ LAYOUT_CSS = (
     "#rs-text-col{flex:2 1 0 !important}.rs-stage{height:62vh}.rs-img{max-height:62vh}}"
     "@media (max-width:1399px){#rs-main{flex-wrap:wrap}#rs-images-col,#rs-text-col{flex:1 1 100% !important}"
     ".rs-viewers{flex-direction:row;flex-wrap:wrap}.rs-viewer{flex:1 1 300px}}"
+)
+
+
+# ---- grounded reports (MAIRA-2 `model.grounded`) ------------------------------------------------
+GROUNDING_SIDES = (("baseline", "Baseline", "B"), ("steered", "Steered", "S"))
+"""(stored side, shown name, box tag prefix): B1, B2 … for the baseline's phrases, S1 … for the steered."""
+
+
+def drawable_boxes(raw: Any) -> list[tuple[float, float, float, float]]:
+    """The boxes of one stored phrase that can be drawn: four finite numbers, corners ordered,
+    clamped to the image; a box wholly outside the image is dropped (stored JSON is model output)."""
+    out: list[tuple[float, float, float, float]] = []
+    for box in raw if isinstance(raw, list) else []:
+        if not isinstance(box, (list, tuple)) or len(box) != 4 or any(isinstance(v, bool) for v in box):
+            continue
+        try:
+            v = [float(x) for x in box]
+        except (TypeError, ValueError):
+            continue
+        if not all(math.isfinite(x) for x in v):
+            continue
+        x0, x1 = sorted(v[0::2])
+        y0, y1 = sorted(v[1::2])
+        if x1 < 0 or y1 < 0 or x0 > 1 or y0 > 1:
+            continue
+        out.append((max(x0, 0.0), max(y0, 0.0), min(x1, 1.0), min(y1, 1.0)))
+    return out
+
+
+def grounding_html(grounding: dict[str, Any] | None) -> tuple[str, str]:
+    """(SVG overlay, legend) of the grounded reports' boxes; ("", "") when no phrase has a box.
+
+    The overlay sits in the frontal viewer's zoomed and panned layer, on top of the image, so it
+    moves with it. MAIRA-2's boxes are normalised to the centre square it crops the frontal image
+    to; `viewBox="0 0 1000 1000"` with `xMidYMid meet` is exactly that square of the displayed image.
+    Each box carries its tag (B1, S2 …) and a hover title with its sentence; the legend lists the
+    sentences and has a show/hide switch per report. The page script underlines the sentences that
+    have boxes in the report texts (CSS highlights: no markup is added to the reports) and marks the
+    one whose box or legend line is hovered."""
+    shapes: list[str] = []
+    lists: list[str] = []
+    for side, name, prefix in GROUNDING_SIDES:
+        phrases = (grounding or {}).get(side)
+        items: list[str] = []
+        for phrase in phrases if isinstance(phrases, list) else []:
+            boxes = drawable_boxes(phrase.get("boxes")) if isinstance(phrase, dict) else []
+            if not boxes:
+                continue
+            tag = f"{prefix}{len(items) + 1}"
+            text = str(phrase.get("text") or "")
+            for x0, y0, x1, y1 in boxes:  # in the overlay's 1000 × 1000 user units
+                w, h = max(1000 * (x1 - x0), 4.0), max(1000 * (y1 - y0), 4.0)
+                shapes.append(
+                    f'<g class="rs-box rs-box-{side}" data-rs-box="{tag}"><title>{name} {tag}: {esc(text)}</title>'
+                    f'<rect x="{1000 * x0:.1f}" y="{1000 * y0:.1f}" width="{w:.1f}" height="{h:.1f}" '
+                    'vector-effect="non-scaling-stroke"/>'
+                    f'<text x="{1000 * x0 + 6:.1f}" y="{1000 * y0 + 34:.1f}">{tag}</text></g>')
+            items.append(f'<li data-rs-box="{tag}"><b>{tag}</b> <span class="rs-gt">{esc(text)}</span></li>')
+        if items:
+            lists.append(
+                f'<div class="rs-gl rs-gl-{side}"><label><input type="checkbox" class="rs-show" data-side="{side}" '
+                f'checked> <span class="rs-swatch"></span> {name} report</label><ol>{"".join(items)}</ol></div>')
+    if not shapes:
+        return "", ""
+    svg = ('<svg class="rs-boxes" viewBox="0 0 1000 1000" preserveAspectRatio="xMidYMid meet" '
+           f'role="img" aria-label="boxes of the grounded reports">{"".join(shapes)}</svg>')
+    legend = ('<div class="rs-grounding" id="rs-grounding"><div class="rs-muted">Boxes of the grounded reports '
+              f'(each finding where the model placed it on this image)</div>{"".join(lists)}</div>')
+    return svg, legend
+
+
+GROUNDING_CSS = (
+    ".rs-layer{position:relative}"
+    ".rs-boxes{position:absolute;left:0;top:0;width:100%;height:100%;overflow:visible;pointer-events:none}"
+    ".rs-box rect{fill-opacity:.06;stroke-width:2;pointer-events:all}.rs-box text{font:bold 32px sans-serif;"
+    "paint-order:stroke;stroke:#000;stroke-width:6px}"
+    ".rs-box-baseline rect{stroke:#38bdf8;fill:#38bdf8;stroke-dasharray:6 3}.rs-box-baseline text{fill:#38bdf8}"
+    ".rs-box-steered rect{stroke:#f97316;fill:#f97316}.rs-box-steered text{fill:#f97316}"
+    ".rs-box.rs-hl rect{stroke-width:4;fill-opacity:.2}"
+    ".rs-grounding{display:flex;flex-wrap:wrap;gap:4px 16px;font-size:.85em;margin-top:4px}"
+    ".rs-grounding>.rs-muted{flex:1 1 100%;color:#bbb !important}.rs-gl label,.rs-gl li{color:#eee !important}"
+    ".rs-gl ol{margin:2px 0 0 0;padding-left:0;list-style:none}.rs-gl li{cursor:default}"
+    ".rs-gl li.rs-hl{text-decoration:underline}"
+    ".rs-swatch{display:inline-block;width:14px;height:9px;border:2px solid;vertical-align:middle}"
+    ".rs-gl-baseline .rs-swatch{border-color:#38bdf8;border-style:dashed}.rs-gl-baseline b{color:#38bdf8}"
+    ".rs-gl-steered .rs-swatch{border-color:#f97316}.rs-gl-steered b{color:#f97316}"
+    "::highlight(rs-g-b){text-decoration:underline dashed #0284c7 2px}"
+    "::highlight(rs-g-s){text-decoration:underline solid #ea580c 2px}::highlight(rs-g-hl){background-color:#fde68a}"
+    ".rs-viewer:has(.rs-show[data-side=baseline]:not(:checked)) .rs-box-baseline{display:none}"
+    ".rs-viewer:has(.rs-show[data-side=steered]:not(:checked)) .rs-box-steered{display:none}"
 )

@@ -18,6 +18,7 @@ Last line: `next_item_p95_ms=<ms> stored=<rows in the store> expected=<annotator
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
@@ -119,6 +120,16 @@ def login_stall(url: str, users: dict[str, str], n: int = 40) -> tuple[float, fl
     return quiet, loaded, count[0]
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User+system CPU seconds of a process so far (Linux /proc), None elsewhere: the server's own
+    cost per request, which the machine's load does not inflate the way it inflates latency."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--annotators", type=int, default=10)
@@ -160,12 +171,14 @@ def main() -> int:
             barrier = threading.Barrier(n_ann)
             threads = [threading.Thread(target=annotator, args=(url, u, pw, n_items, lat, errors, barrier, img_lat))
                        for u, pw in users.items()]
+            cpu0 = cpu_seconds(proc.pid)
             t0 = time.perf_counter()
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
             wall = time.perf_counter() - t0
+            cpu1 = cpu_seconds(proc.pid)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -182,6 +195,10 @@ def main() -> int:
             img_lat.sort()
             print(f"{len(img_lat)} image fetches: median {statistics.median(img_lat):.1f} ms, "
                   f"p95 {img_lat[int(0.95 * len(img_lat)) - 1]:.1f} ms")
+        if cpu0 is not None and cpu1 is not None:
+            print(f"server CPU {cpu1 - cpu0:.1f} s for {len(lat)} next_item+submit pairs (and their images): "
+                  f"{1000 * (cpu1 - cpu0) / max(len(lat), 1):.1f} ms per pair; load average "
+                  f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print(f"next_item_p95_ms={p95:.1f} stored={len(rows)} expected={expected}")
         return 0 if not errors and len(rows) == len(keys) == expected else 1
 

@@ -266,6 +266,14 @@ class LLMJudge:
             return f"the LLM judge produced no verdicts: all {t.items} judge calls failed{example}"
         return None
 
+    def absorb(self, stats: Mapping[str, int], first_error: str | None, response_format: str | None) -> None:
+        """Count what copies of this judge did on Ray workers, so that `outcome_line` and
+        `failure` speak for the whole run."""
+        self.totals.add(JudgeStats(**{k: int(v) for k, v in stats.items()}))
+        self.first_error = self.first_error or first_error
+        if response_format:
+            self._response_format = response_format
+
     def __repr__(self) -> str:  # never shows the key
         return f"LLMJudge(model={self.config.model!r}, base_url={self.config.base_url!r})"
 

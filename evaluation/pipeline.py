@@ -48,6 +48,17 @@ class EvaluationSummary:
     judge_stats: dict[str, int] = field(default_factory=dict)
     error_examples: dict[str, str] = field(default_factory=dict)  # method -> one error message
 
+    def merge(self, other: EvaluationSummary) -> None:
+        """Add a shard's summary (a Ray worker's) to this one."""
+        self.missing_baseline += other.missing_baseline
+        self.texts_extracted += other.texts_extracted
+        for mine, theirs in ((self.written, other.written), (self.errors, other.errors), (self.kept, other.kept)):
+            mine.update(theirs)
+        for k, v in other.judge_stats.items():
+            self.judge_stats[k] = self.judge_stats.get(k, 0) + v
+        for m, msg in other.error_examples.items():
+            self.error_examples.setdefault(m, msg)
+
     def __str__(self) -> str:
         lines = [f"{self.generations} steered generations; {self.texts_extracted} reports newly extracted"]
         if self.missing_baseline:
@@ -110,7 +121,7 @@ class Evaluator:
         entity_verdict: EntityVerdictFn | None = None,
     ) -> None:
         self.store = store
-        try:
+        try:  # None: this evaluator only combines verdicts (a Ray driver), and loads no backend
             self.extractor = (
                 get_extractor(extractor, **dict(extractor_options or {})) if isinstance(extractor, str) else extractor
             )
@@ -120,14 +131,23 @@ class Evaluator:
         self.batch_size, self.progress = max(1, batch_size), progress
         self.entity_verdict = entity_verdict or default_entity_verdict
         self.summary = EvaluationSummary()
+        self._part = False  # run() on a shard's rows reads only their verdicts and extractions
 
     # ---- the run ------------------------------------------------------------------------------
 
-    def run(self) -> EvaluationSummary:
-        df = self.store.generations_with_baselines()
-        rows = df.to_dict("records")
+    def run(self, rows: Sequence[dict[str, Any]] | None = None, *, combined: bool = True) -> EvaluationSummary:
+        """Label `rows` (default: every steered generation of the store, with its baseline).
+
+        A Ray worker passes its shard's rows and `combined=False`: the combined verdicts need both
+        methods' verdicts of every row, so the driver makes them once all shards are done."""
+        self._part = rows is not None  # a shard: read only its own verdicts and extractions
+        if rows is None:
+            rows = self.store.generations_with_baselines().to_dict("records")
+        rows = list(rows)
         self.summary = EvaluationSummary(generations=len(rows))
-        existing = {(v["generation_id"], v["method"]): v for v in self.store.rows("verdicts")}
+        stored = (self.store.rows_in("verdicts", "generation_id", [int(r["generation_id"]) for r in rows])
+                  if self._part else self.store.rows("verdicts"))
+        existing = {(v["generation_id"], v["method"]): v for v in stored}
         failed = [r for r in rows if _has_baseline(r) and _generation_error(r)]
         with_base = [r for r in rows if _has_baseline(r) and not _generation_error(r)]
         self._missing_baselines([r for r in rows if not _has_baseline(r)], existing)
@@ -135,7 +155,13 @@ class Evaluator:
         self._entity_diffs(with_base, existing)
         if self.judge is not None:
             self._judge(with_base, existing)
-        self._combined(rows)
+        if combined:
+            self._combined(rows)
+        return self.summary
+
+    def combine(self, rows: Sequence[dict[str, Any]]) -> EvaluationSummary:
+        """Only the combined verdicts of `rows` (after Ray workers made the others)."""
+        self._combined(list(rows))
         return self.summary
 
     def _write(self, verdicts: Sequence[Mapping[str, Any]]) -> None:
@@ -221,7 +247,9 @@ class Evaluator:
         """Entities of every generation id, from the `extractions` cache or the backend (batched)."""
         backend = self.extractor.name
         out: dict[int, list[Entity]] = {}
-        for row in self.store.rows("extractions", backend=backend):
+        stored = (self.store.rows_in("extractions", "generation_id", list(texts), backend=backend)
+                  if self._part else self.store.rows("extractions", backend=backend))
+        for row in stored:
             if row["generation_id"] in texts:
                 out[row["generation_id"]] = [Entity.from_json(e) for e in row["entities"]]
         missing = [gid for gid in texts if gid not in out]
@@ -324,3 +352,22 @@ def pending_counts(store: StudyStore, methods: Iterable[str] = ("entity_diff", "
         if v["method"] in done and not v.get("error"):
             done[v["method"]].add(v["generation_id"])
     return {m: len(gids - done[m]) for m in methods}
+
+
+class EvaluateJob:
+    """A Ray worker's evaluation job (protocols.execution.evaluate_on_ray): its extractor and judge
+    are built once, then it labels shards of steered generations (whole cases), writing verdicts
+    and extractions through the store's natural keys, so a shard run twice writes nothing twice.
+    The judge's API key is read from the worker's own environment."""
+
+    def __init__(self, store_url: str, options: Mapping[str, Any], judge_config: Any = None) -> None:
+        self.store = StudyStore(store_url)
+        self.judge = LLMJudge(judge_config) if judge_config is not None else None
+        self.evaluator = Evaluator(self.store, judge=self.judge, progress=False, **options)
+
+    def run_shard(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        summary = self.evaluator.run(rows, combined=False)
+        judge = self.judge
+        return {"summary": summary, "rows": len(rows),
+                "judge_error": judge.first_error if judge is not None else None,
+                "response_format": judge.response_format if judge is not None else None}

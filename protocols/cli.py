@@ -63,14 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     _one_line_warnings(name)
     from protocols.config import BY_KEY
 
-    store_url = BY_KEY["store.url"]
-    if name in store_url.commands:
-        try:  # commands without add_options still take --store-url
-            subparsers[name].add_argument(*store_url.flags, dest=store_url.dest, default=None,
-                                          metavar=store_url.metavar, help=store_url.help)
-        except argparse.ArgumentError:
-            pass  # already added by add_options
+    store_url = BY_KEY["store.url"]  # added by add_options to every command that opens a study
     args = parser.parse_args(argv)
+    if getattr(args, "print_config", False):  # what the command would use, and where each value came from
+        from protocols.config import config_for_args, print_config
+
+        try:
+            print_config(config_for_args(name, args))
+        except RadsteerError as exc:
+            print(f"radsteer {name}: error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     from steering.store.location import STORE_URL_ENV
 
     saved = os.environ.get(STORE_URL_ENV)

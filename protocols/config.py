@@ -4,8 +4,11 @@ A setting's value is the **command-line flag** if one was given, else the **prot
 protocol being run, or the run directory's frozen `protocol.yaml`), else the **default** defined in
 `SETTINGS` below (for a setting the protocol also holds, the schema takes its default from the same
 entry, so the two can never disagree). `radsteer run` and every single command (`sweep`,
-`evaluate`, `stats`, `report`, `label`) resolve a `Config` here and hand it to the same step
-functions in `protocols.runner`, so a step run either way does exactly the same thing.
+`evaluate`, `stats`, `report`, `label`, `annotate`, `mine`, ...) resolve a `Config` here and hand it to the
+same step functions in `protocols.runner`, so a step run either way does exactly the same thing. A flag
+that several commands show is one `Setting` (same name, help and default everywhere); a flag name
+that means something else in each command (`--seed`, `--batch-size`) is listed, with why, in
+tests/test_config.py.
 
 To add a setting: append one `Setting` to `SETTINGS` — its key (`section.name`, which is also how it is
 read: `config.section.name`), its flag, default and help, the commands that show the flag, and the
@@ -66,37 +69,51 @@ class Setting:
     path: bool = False  # a path: flag values relative to the working directory, protocol values to the protocol
     check: Callable[[Any], str | None] | None = None  # returns an error message, or None when fine
     metavar: str | None = None
+    # A yes/no setting with a flag for each answer: `flags` set True, `negative` sets False (one of them,
+    # never both); unset, the protocol or the default decides.
+    negative: tuple[str, ...] = ()
+    negative_help: str = ""
 
     @property
     def dest(self) -> str:
         return "cfg__" + self.key.replace(".", "__")
+
+    def flag_for(self, value: Any) -> str:
+        """The flag that gives `value` (for messages: `--show-automated`, not `--blinded`, for False)."""
+        return self.negative[-1] if self.negative and value is False else self.flags[-1]
 
 
 _EVAL = ("evaluate", "run")
 _JUDGE = ("evaluate", "label", "run")  # verdict commands
 _CLIENT = (*_JUDGE, "interpret")  # commands that talk to an OpenAI-compatible server through the judge client
 _STATS = ("stats", "report", "run")
+_PROTOCOL_RUN = ("sweep", "run", "mine", "interpret", "validate")  # take a PROTOCOL; the study is RUNS_DIR/<name>
+# every command that opens a study's store (issue 16): each takes --store-url (`label` reads a file, no store)
+_OPENS_STUDY = ("sweep", "evaluate", "annotate", "stats", "report", "run", "demo", "mine", "activations",
+                "interpret")
 
 SETTINGS: tuple[Setting, ...] = (
     # -- where the study lives ---------------------------------------------------------------
-    Setting("study.runs_dir", ("--runs-dir",), "where runs/<name>/ is written", ("sweep", "run"), default="runs"),
-    Setting("study.limit", ("--limit",), "only the first N cases (a quick look)", ("sweep", "run"), type=int,
+    Setting("study.runs_dir", ("--runs-dir",), "where runs/<name>/ is written", _PROTOCOL_RUN, default="runs"),
+    Setting("study.limit", ("--limit",), "only the first N cases (a quick look)", ("sweep", "run", "demo"), type=int,
             check=_positive("--limit")),
     # -- where the tables live, and who generates (steering/store/location.py, steering/distributed.py) --
     Setting("store.url", ("--store-url",),
             "the study's database, e.g. postgresql+psycopg://user@host/db (default: $RADSTEER_STORE_URL, the "
             "URL recorded in the run directory, else RUN_DIR/study.sqlite)",
-            ("sweep", "evaluate", "annotate", "stats", "report", "run", "demo", "mine", "activations"),
-            metavar="URL"),
+            _OPENS_STUDY, metavar="URL"),
     Setting("execution.executor", ("--executor",), "local: this process; ray: worker actors "
-            "(pip install radsteer[distributed])", ("sweep", "run"), default="local",
+            "(pip install radsteer[distributed])", ("sweep", "run", "evaluate", "mine"), default="local",
             protocol=("execution", "executor"), choices=("local", "ray")),
     Setting("execution.address", ("--ray-address",), "join this Ray cluster (implies --executor ray; default: "
-            "a local Ray for the run)", ("sweep", "run"), protocol=("execution", "address"), metavar="ADDR"),
-    Setting("execution.workers", ("--workers",), "Ray workers", ("sweep", "run"), default=2, type=int,
+            "a local Ray for the run)", ("sweep", "run", "evaluate", "mine"), protocol=("execution", "address"), metavar="ADDR"),
+    Setting("execution.workers", ("--workers",), "Ray workers", ("sweep", "run", "evaluate", "mine"), default=2, type=int,
             protocol=("execution", "workers"), check=_positive("--workers"), metavar="N"),
-    Setting("ui.no_progress", ("--no-progress",), "no progress bars", ("sweep", "evaluate", "run"),
+    Setting("ui.no_progress", ("--no-progress",), "no progress bars",
+            ("sweep", "evaluate", "run", "demo", "mine", "interpret", "activations", "sae"),
             default=False, store_true=True),
+    Setting("ui.threads", ("--threads",), "torch CPU threads (default: torch's choice)", ("demo", "sae"),
+            type=int, check=_positive("--threads"), metavar="N"),
     # -- evaluate ----------------------------------------------------------------------------
     Setting("evaluate.extractor", ("--extractor",), "entity extraction backend", (*_EVAL, "label"),
             default="lexicon", protocol=("evaluation", "extractor"), choices=_extractor_names),
@@ -161,6 +178,24 @@ SETTINGS: tuple[Setting, ...] = (
             path=True),
     Setting("report.pdf", ("--pdf",), "also write a PDF of the report beside the HTML file", ("report", "run"),
             default=False, store_true=True),
+    # -- the annotation app (`radsteer annotate RUN_DIR`: the frozen protocol's `annotation:` section) -----
+    Setting("annotate.annotators_file", ("--annotators",),
+            "annotators file with hashed passwords (default RUN_DIR/annotators.json; a protocol's path is "
+            "relative to the protocol file)", ("annotate",), protocol=("annotation", "annotators_file"), path=True,
+            metavar="FILE"),
+    Setting("annotate.overlap", ("--overlap",), "fraction of items read by two annotators (agreement)",
+            ("annotate",), default=0.2, protocol=("annotation", "overlap"), type=float,
+            check=lambda v: None if 0 <= v <= 1 else f"--overlap must lie between 0 and 1, not {v}"),
+    Setting("annotate.seed", ("--seed",), "seed of the queue shuffles (recorded with every queue item)",
+            ("annotate",), default=0, protocol=("annotation", "seed"), type=int),
+    Setting("annotate.disagreements_first", ("--disagreements-first",),
+            "put items whose automated methods disagree first in every queue", ("annotate",), default=True,
+            protocol=("annotation", "disagreements_first"), negative=("--no-disagreements-first",),
+            negative_help="keep the queues' seeded order, disagreements wherever they fall"),
+    Setting("annotate.blinded", ("--blinded",),
+            "hide the automated labels and the features' F1 from annotators", ("annotate",), default=True,
+            protocol=("annotation", "blinded"), negative=("--show-automated",),
+            negative_help="show the automated labels (each read records that it was not blinded)"),
 )
 
 BY_KEY: Mapping[str, Setting] = MappingProxyType({s.key: s for s in SETTINGS})
@@ -171,7 +206,8 @@ def default(key: str) -> Any:
     return BY_KEY[key].default
 
 
-RUN_ONLY_ELSEWHERE = ("stats.out", "report.output")  # single-command outputs; `run` writes into the run directory
+# settings of single commands only: their outputs (`run` writes into the run directory), torch threads (demo, sae)
+RUN_ONLY_ELSEWHERE = ("stats.out", "report.output", "ui.threads")
 
 
 def settings_for(command: str) -> list[Setting]:
@@ -179,16 +215,29 @@ def settings_for(command: str) -> list[Setting]:
     every setting of every step, so each step reads the same keys whichever way it is started."""
     if command in ("run", "demo"):
         sections = {"study", "ui", "evaluate", "judge", "stats", "report", "store", "execution"}
-        return [s for s in SETTINGS if s.key.split(".")[0] in sections and s.key not in RUN_ONLY_ELSEWHERE]
+        return [s for s in SETTINGS if command in s.commands
+                or (s.key.split(".")[0] in sections and s.key not in RUN_ONLY_ELSEWHERE)]
     return [s for s in SETTINGS if command in s.commands]
 
 
 def add_options(parser: argparse.ArgumentParser, command: str) -> None:
-    """Add the flags of every setting `command` shows (defaults are filled in by `resolve`)."""
+    """Add the flags of every setting `command` shows (defaults are filled in by `resolve`), and
+    --print-config (see `config_for_args`)."""
+    parser.add_argument("--print-config", action="store_true", dest="print_config",
+                        help="print every setting this command would use, its value and where it came from "
+                             "(flag, protocol or default), then exit")
     for s in SETTINGS:
         if command not in s.commands:
             continue
-        shown = "" if s.default in (None, False) else f" (default: {s.default})"
+        if s.negative:  # --x / --no-x: either sets the value, neither leaves it to the protocol or default
+            group = parser.add_mutually_exclusive_group()
+            yes, no = (" (default)", "") if s.default else ("", " (default)")
+            group.add_argument(*s.flags, dest=s.dest, action="store_const", const=True, default=None,
+                               help=s.help + yes)
+            group.add_argument(*s.negative, dest=s.dest, action="store_const", const=False, default=None,
+                               help=s.negative_help + no)
+            continue
+        shown = "" if s.default is None or s.default is False else f" (default: {s.default})"
         kw: dict[str, Any] = {"dest": s.dest, "help": s.help + shown}
         if s.store_true:
             kw["action"] = "store_true"
@@ -213,15 +262,17 @@ class _Missing:
 _ABSENT = _Missing()
 
 
-def _protocol_value(protocol: Any, path: tuple[str, ...]) -> Any:
-    obj = protocol
+def _protocol_value(protocol: Any, path: tuple[str, ...]) -> tuple[Any, bool]:
+    """The protocol's value at `path` and whether the protocol file says it (else the schema's default)."""
+    obj, said = protocol, True
     for name in path:
         if obj is None:
-            return _ABSENT
+            return _ABSENT, False
+        said = said and name in getattr(obj, "model_fields_set", {name})
         obj = getattr(obj, name, _ABSENT)
         if obj is _ABSENT:
-            return _ABSENT
-    return obj
+            return _ABSENT, False
+    return obj, said
 
 
 @dataclass(frozen=True)
@@ -230,7 +281,7 @@ class Config:
 
     command: str
     values: Mapping[str, Any]
-    sources: Mapping[str, str]  # key -> "flag" | "protocol" | "default"
+    sources: Mapping[str, str]  # key -> "flag" | "protocol" (the file says it) | "default"
     protocol_values: Mapping[str, Any]  # what the protocol said, where it says anything
     notes: tuple[str, ...] = ()  # e.g. a frozen protocol that could not be read
 
@@ -249,7 +300,7 @@ class Config:
         out = list(self.notes)
         for key, value in self.values.items():
             if self.sources.get(key) == FLAG and key in self.protocol_values and self.protocol_values[key] != value:
-                flag = BY_KEY[key].flags[-1]
+                flag = BY_KEY[key].flag_for(value)
                 out.append(f"{key}: {value!r} from {flag} instead of the protocol's {self.protocol_values[key]!r}")
         return out
 
@@ -257,13 +308,23 @@ class Config:
         """Rows (setting, value, source) for reports and logs."""
         return [{"setting": k, "value": v, "source": self.sources[k]} for k, v in sorted(self.values.items())]
 
+    def explain(self, keys: Iterable[str] | None = None) -> str:
+        """One line saying where each value came from, e.g. `overlap=0.5 (protocol), blinded=False
+        (--show-automated)`: what a command prints when it starts work a reader must be able to audit."""
+        parts = []
+        for key in keys if keys is not None else sorted(self.values):
+            value, source = self.values[key], self.sources[key]
+            where = BY_KEY[key].flag_for(value) if source == FLAG else source
+            parts.append(f"{key.split('.', 1)[1]}={value!r} ({where})")
+        return ", ".join(parts)
+
     def judge_config(self):
         """The judge's JudgeConfig, or None when no judge model is set (or --no-judge)."""
         if self.values.get("judge.off"):
             return None
         keys = [k for k in self.values if k.startswith("judge.") and k != "judge.off"]
         if self.values.get("judge.model") is None:
-            given = [BY_KEY[k].flags[-1] for k in keys if self.sources[k] == FLAG]
+            given = [BY_KEY[k].flag_for(self.values[k]) for k in keys if self.sources[k] == FLAG]
             if given:
                 raise RadsteerError(f"judge options ({', '.join(given)}) were given without --judge-model: "
                                     f"name the judge model")
@@ -305,7 +366,7 @@ def resolve(
             v = getattr(args, s.dest)
             if (v is not None and not s.store_true) or (s.store_true and v):
                 given = v
-        pv = _protocol_value(protocol, s.protocol) if (s.protocol and protocol is not None) else _ABSENT
+        pv, said = _protocol_value(protocol, s.protocol) if (s.protocol and protocol is not None) else (_ABSENT, False)
         if pv is not _ABSENT and s.path and pv is not None:
             q = Path(str(pv)).expanduser()
             pv = str(q if q.is_absolute() else (base / q).resolve())
@@ -315,8 +376,8 @@ def resolve(
             value, source = given, FLAG
             if s.path and value is not None:
                 value = str(Path(str(value)).expanduser().resolve())
-        elif pv is not _ABSENT:
-            value, source = pv, PROTOCOL
+        elif pv is not _ABSENT:  # a field the file leaves out holds the schema's default, which is ours
+            value, source = pv, PROTOCOL if said else DEFAULT
         else:
             value, source = s.default, DEFAULT
         if s.check is not None and value is not None:
@@ -326,6 +387,37 @@ def resolve(
         values[s.key], sources[s.key] = value, source
     return Config(command, MappingProxyType(values), MappingProxyType(sources), MappingProxyType(proto_values),
                   tuple(notes))
+
+
+def config_for_args(command: str, args: argparse.Namespace) -> Config:
+    """The settings `command` would run with, resolved the way the command resolves them: against its
+    PROTOCOL argument, else RUN_DIR's frozen protocol.yaml, else flags and defaults alone."""
+    protocol = getattr(args, "protocol", None)
+    if protocol is not None and command not in ("demo",):
+        from protocols.loader import load_protocol
+
+        loaded = load_protocol(protocol)
+        return resolve(command, args, protocol=loaded.protocol, protocol_dir=loaded.base_dir)
+    run_dir = getattr(args, "run_dir", None)
+    if run_dir is not None:
+        if not (Path(run_dir) / "protocol.yaml").exists():
+            return resolve(command, args, notes=[f"{run_dir} has no protocol.yaml: settings are flags and defaults"])
+        return resolve_for_run_dir(command, args, run_dir)
+    return resolve(command, args)
+
+
+def print_config(config: Config, out: Any = None) -> None:
+    """`--print-config`: one line per setting (`key = value  (source)`), then any deviations/notes."""
+    import sys
+
+    out = out or sys.stdout
+    rows = config.describe()
+    width = max((len(r["setting"]) for r in rows), default=0)
+    for r in rows:
+        source = BY_KEY[r["setting"]].flag_for(r["value"]) if r["source"] == FLAG else r["source"]
+        print(f"{r['setting']:<{width}} = {r['value']!r}  ({source})", file=out)
+    for line in config.deviations():
+        print(f"note: {line}", file=out)
 
 
 def run_dir_protocol(run_dir: str | os.PathLike[str]) -> tuple[Any, Path | None]:

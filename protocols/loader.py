@@ -41,7 +41,10 @@ class LoadedProtocol:
 
     def canonical(self) -> dict[str, Any]:
         # how a sweep is executed (local / Ray) does not change what the study is
-        return self.protocol.model_dump(mode="json", exclude={"execution"})
+        out = self.protocol.model_dump(mode="json", exclude={"execution"})
+        if not out["model"].get("grounded"):  # protocols written before model.grounded keep their hash
+            out["model"].pop("grounded", None)
+        return out
 
     def canonical_hash(self) -> str:
         """Hash of the validated protocol (defaults filled in, key order irrelevant)."""

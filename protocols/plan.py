@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from protocols.model_facts import ModelShape, model_shape
 from protocols.study import Study
@@ -30,15 +31,32 @@ class CheckedStudy:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_study(study: Study) -> CheckedStudy:
-    """Every check short of generating; raises RadsteerError naming the place of the first error."""
+def model_device(study: Study, execution: Any = None) -> str:
+    """The device the model will run on: this machine's `model.device` — or, when Ray workers load
+    it (`execution`: default the protocol's section), the device a worker picks (its own GPU with
+    `gpus_per_worker`, else the CPU): a driver without a GPU may send a sweep to GPU workers."""
+    from protocols.execution import execution_options
+    from steering.distributed import worker_device
+
+    execution = execution if execution is not None else execution_options(study)
+    if execution.executor != "ray":
+        return study.check_device()
+    try:
+        return worker_device(study.protocol.model.device, ["0"] if execution.gpus_per_worker else [])
+    except RadsteerError as exc:
+        raise RadsteerError(f"{study.loaded.where('model', 'device')}: {exc}") from None
+
+
+def check_study(study: Study, execution: Any = None) -> CheckedStudy:
+    """Every check short of generating; raises RadsteerError naming the place of the first error.
+    `execution` (protocols.execution.ExecutionOptions; default the protocol's) says where the model runs."""
     p, loaded = study.protocol, study.loaded
     _ = study.cases  # readable, valid JSONL, unique ids
     if not study.cases:
         raise RadsteerError(f"{loaded.where('cases')}: no cases left after the split ({p.cases.split.use}) "
                             f"and limit")
     m = p.model
-    study.check_device()
+    device = model_device(study, execution)
     try:
         shape = model_shape(m.kind, loaded.resolve(m.path) if m.path else None)
     except RadsteerError as exc:
@@ -60,7 +78,7 @@ def check_study(study: Study) -> CheckedStudy:
         study.check_width(bank, shape.hidden_size, shape.num_layers, model_name)
         from steering.adapters import resolve_dtype
 
-        study.check_pushes(bank, resolve_dtype(m.dtype, study.check_device()))
+        study.check_pushes(bank, resolve_dtype(m.dtype, device))
         width, n_bank = bank.d_model, bank.n_features
     else:  # vectors will be built with the model itself: as wide as it by construction
         ids = [f.id for f in p.features.items]

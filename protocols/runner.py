@@ -63,7 +63,7 @@ def study_and_config(protocol_path: str | Path, command: str, args: argparse.Nam
 
     loaded = load_protocol(protocol_path)
     config = resolve(command, args, protocol=loaded.protocol, protocol_dir=loaded.base_dir, flags=flags or None)
-    study = Study(loaded, Path(config.study.runs_dir) / loaded.protocol.name, limit=config.study.limit)
+    study = Study(loaded, Path(config.study.runs_dir) / loaded.protocol.name, limit=config.get("study.limit"))
     return study, config
 
 
@@ -96,18 +96,33 @@ def run_study(
 ) -> RunResult:
     """Run `steps` of `study` with `config` (default: the protocol's settings, no flags)."""
     config = config or resolve("run", protocol=study.protocol, protocol_dir=study.loaded.base_dir)
-    checked = checked or check_study(study)
+    if checked is None:
+        from protocols.execution import execution_options
+
+        checked = check_study(study, execution_options(study, config))
     study.check_run_dir()
     result = RunResult(run_dir=study.run_dir)
     judge = None
     if "evaluate" in steps:
         judge = make_judge(config, study.loaded.where("evaluation", "judge"))
-    if "sweep" in steps:
-        sweep_step(study, config, result, checked=checked, echo=echo, prefix="radsteer run: ")
-    elif not has_study(study.run_dir):
-        raise RadsteerError(f"{study.run_dir} holds no study yet: run the sweep step first")
-    if "evaluate" in steps:
-        evaluate_step(study.run_dir, config, result, judge=judge, echo=echo, prefix="radsteer run: ")
+    from dataclasses import replace
+
+    from protocols.execution import execution_options
+    from steering.distributed import check_store_for_ray, ray_session
+    from steering.store import resolve_url
+
+    execution = execution_options(study, config)
+    if not {"sweep", "evaluate"} & set(steps):
+        execution = replace(execution, executor="local")
+    if execution.executor == "ray":  # before joining a cluster: its workers could not write a SQLite file
+        check_store_for_ray(resolve_url(study.run_dir), execution)
+    with ray_session(execution):  # on Ray: one Ray for the sweep's and the evaluation's workers
+        if "sweep" in steps:
+            sweep_step(study, config, result, checked=checked, echo=echo, prefix="radsteer run: ")
+        elif not has_study(study.run_dir):
+            raise RadsteerError(f"{study.run_dir} holds no study yet: run the sweep step first")
+        if "evaluate" in steps:
+            evaluate_step(study.run_dir, config, result, judge=judge, echo=echo, prefix="radsteer run: ")
     computed = None
     if "stats" in steps or "report" in steps:
         out = study.run_dir / "stats" if "stats" in steps else None
@@ -173,16 +188,40 @@ def evaluate_step(run_dir: Path, config: Config, result: RunResult, *, judge=Non
     options: dict[str, Any] = {}
     if ev.extractor.startswith("radgraph") and ev.radgraph_cache:
         options["cache_dir"] = ev.radgraph_cache
-    with StudyStore.open(run_dir) as store:
-        summary = evaluate_run(store, extractor=ev.extractor, extractor_options=options, judge=judge,
-                               combine_rule=ev.combine_rule, batch_size=config.get("evaluate.batch_size", 64),
-                               progress=_progress(config))
+    execution = _evaluate_execution(run_dir, config)
+    if execution.executor == "ray":  # shards of whole cases on Ray workers (protocols.execution)
+        from protocols.execution import evaluate_on_ray
+        from steering.store import resolve_url
+
+        summary, restarts = evaluate_on_ray(
+            resolve_url(run_dir), execution, extractor=ev.extractor, extractor_options=options, judge=judge,
+            combine_rule=ev.combine_rule, batch_size=config.get("evaluate.batch_size", 64),
+            progress=_progress(config))
+        echo(f"{prefix}evaluate: on {execution.workers} Ray workers"
+             + (f" ({restarts} worker restarts)" if restarts else ""))
+    else:
+        with StudyStore.open(run_dir) as store:
+            summary = evaluate_run(store, extractor=ev.extractor, extractor_options=options, judge=judge,
+                                   combine_rule=ev.combine_rule, batch_size=config.get("evaluate.batch_size", 64),
+                                   progress=_progress(config))
     result.evaluation = summary
     result.judge_requests = int(summary.judge_stats.get("requests", 0)) if summary.judge_stats else 0
     echo(f"{prefix}evaluate: " + str(summary).replace("\n", "\n  ") if prefix else str(summary))
     if judge is not None:  # verdicts and errors, always; no verdict at all fails the command
         echo(f"{prefix}{judge.outcome_line()}")
         result.judge_failure = judge.failure()
+
+
+def _evaluate_execution(run_dir: Path, config: Config):
+    """The run's execution options for evaluate: the frozen protocol's `execution:` section under the
+    flags. Extractors and the judge run on the CPU, so evaluation workers ask Ray for no GPU."""
+    from dataclasses import replace
+
+    from protocols.config import run_dir_protocol
+    from protocols.execution import execution_options
+
+    protocol, _ = run_dir_protocol(run_dir)
+    return replace(execution_options(None, config, protocol=protocol), gpus_per_worker=0.0)
 
 
 def stats_step(run_dir: Path, config: Config, result: RunResult | None = None, *, save_to: Path | None = None):

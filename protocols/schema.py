@@ -42,6 +42,9 @@ class ModelSpec(_Strict):
     # "feature_maps" (the earlier official code) or its raw "hidden_states" (the later one, for
     # transformers 4.51); see steering/maira2/modeling.py. Recorded in manifest.json.
     image_features: Literal["feature_maps", "hidden_states"] = "feature_maps"
+    # MAIRA-2 only: grounded reporting — each finding with its boxes on the frontal image, stored per
+    # generation (`generations.grounding`) and drawn in the annotation app; evaluators read the plain text.
+    grounded: bool = False
 
     @model_validator(mode="after")
     def _path_needed(self) -> ModelSpec:
@@ -49,6 +52,8 @@ class ModelSpec(_Strict):
             raise ValueError(f"model.path is required for model kind {self.kind!r}")
         if self.image_features != "feature_maps" and self.kind != "maira2":
             raise ValueError(f"model.image_features applies to MAIRA-2 only, not model kind {self.kind!r}")
+        if self.grounded and self.kind != "maira2":
+            raise ValueError(f"model.grounded applies to MAIRA-2 only, not model kind {self.kind!r}")
         return self
 
 
@@ -194,11 +199,13 @@ class EvaluationOptions(_Strict):
 
 
 class AnnotationOptions(_Strict):
-    annotators_file: str | None = None
-    overlap: float = Field(default=0.2, ge=0, le=1)
-    blinded: bool = True
-    disagreements_first: bool = True
-    seed: int = 0
+    """`radsteer annotate`'s settings (flags override them; one default each, in protocols/config.py)."""
+
+    annotators_file: str | None = None  # relative to the protocol file
+    overlap: float = Field(default=_default("annotate.overlap"), ge=0, le=1)
+    blinded: bool = _default("annotate.blinded")
+    disagreements_first: bool = _default("annotate.disagreements_first")
+    seed: int = _default("annotate.seed")
 
 
 class ReportOptions(_Strict):

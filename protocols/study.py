@@ -237,22 +237,25 @@ class Study:
                 f"not {model_name}: rebuild them with `radsteer vectors build {self.loaded.path} --force`"
             )
 
-    def check_device(self) -> str:
-        """model.device must exist on this machine (checked before any weights are read)."""
+    def check_device(self, device: str | None = None) -> str:
+        """model.device (or the `device` a Ray worker was given) must exist on this machine
+        (checked before any weights are read)."""
         from steering.adapters import resolve_device
 
         try:
-            return resolve_device(self.protocol.model.device)
+            return resolve_device(device or self.protocol.model.device)
         except RadsteerError as exc:
             raise RadsteerError(f"{self.loaded.where('model', 'device')}: {exc}") from None
 
-    def load_adapter(self):
+    def load_adapter(self, device: str | None = None):
+        """The study's model, on `device` when given (a Ray worker's own GPU), else model.device."""
         from steering.models import load_adapter
 
-        self.check_device()
+        self.check_device(device)
         m = self.protocol.model
-        return load_adapter(m.kind, self.loaded.resolve(m.path) if m.path else None, dtype=m.dtype, device=m.device,
-                            prompt=m.prompt, image_features=m.image_features)
+        return load_adapter(m.kind, self.loaded.resolve(m.path) if m.path else None, dtype=m.dtype,
+                            device=device or m.device, prompt=m.prompt, image_features=m.image_features,
+                            grounded=m.grounded)
 
     def engine(self, adapter, bank):
         from steering.engine import GenerationSettings, SteeringEngine, SteeringSpec
@@ -341,6 +344,8 @@ class Study:
                    # MAIRA-2: the vision output fed to the projector (feature_maps | hidden_states)
                    "image_features": self.protocol.model.image_features if self.protocol.model.kind == "maira2"
                    else None,
+                   # MAIRA-2 grounded reporting (boxes stored in generations.grounding); also in the model name
+                   "grounded": self.protocol.model.grounded if self.protocol.model.kind == "maira2" else None,
                    "sha256": sha256_path(model_path) if model_path and Path(model_path).exists() else None,
                    "dtype": info.dtype, "dtype_requested": self.protocol.model.dtype,
                    "device": info.device, "prompt": info.prompt},

@@ -149,6 +149,16 @@ class ModelAdapter:
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.clean_text(self.raw_text(token_ids))
 
+    @property
+    def grounds_reports(self) -> bool:
+        """Whether this adapter's reports carry image boxes (`grounding`); the engine stores them."""
+        return False
+
+    def grounding(self, raw_text: str) -> list[dict[str, Any]] | None:
+        """A report's phrases with their boxes (`[{"text", "boxes": [[x0, y0, x1, y1], …]}]`,
+        normalised to the frontal image) from its raw text; None when the adapter does not ground."""
+        return None
+
 
 class HFCausalLMAdapter(ModelAdapter):
     """Any Hugging Face causal LM from a local directory; text-only cases.

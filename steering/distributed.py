@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from steering.errors import RadsteerError
@@ -88,26 +91,84 @@ class RaySweepReport:
                 f"{self.seconds:.1f} s)")
 
 
-class SweepWorker:
-    """The actor: one engine (one model), one store connection, shards of whole cases."""
+class SweepJob:
+    """A sweep worker's job: one engine (one model) and one store connection, shards of whole cases."""
 
-    def __init__(self, engine_factory: Callable[[], Any], store_url: str, threads: int) -> None:
-        import torch
-
-        torch.set_num_threads(max(1, threads))
+    def __init__(self, engine_factory: Callable[[], Any], store_url: str) -> None:
         self.engine = engine_factory()
         self.store = StudyStore(store_url)
-
-    def pid(self) -> int:
-        return os.getpid()
 
     def info(self) -> EngineInfo:
         return engine_info(self.engine)
 
-    def sweep(self, cases: Mapping[str, Mapping[str, Any]], rows: Sequence[Any]) -> dict[str, Any]:
+    def run_shard(self, part: tuple[Mapping[str, Mapping[str, Any]], Sequence[Any]]) -> dict[str, Any]:
+        cases, rows = part
         report = self.engine.sweep(self.store, cases, rows, progress=False)
         return {"generated": report.generated, "already_stored": report.already_stored,
-                "batches": report.batches, "extras": dict(report.per_case_extras), "pid": os.getpid()}
+                "batches": report.batches, "extras": dict(report.per_case_extras)}
+
+
+class ShardWorker:
+    """The Ray actor of every distributed command: builds its job once (a model, an extractor, a
+    judge: whatever is expensive to load), then runs shards of work with `job.run_shard`."""
+
+    def __init__(self, job_factory: Callable[[], Any], threads: int) -> None:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, threads))
+        self.job: Any = None
+        self.error: str | None = None
+        try:
+            self.job = job_factory()
+        except RadsteerError as exc:  # kept, not raised: Ray would turn it into a traceback of the actor's death
+            self.error = str(exc)
+        if "torch" in sys.modules:  # only where the job runs a model; evaluation workers need no torch
+            sys.modules["torch"].set_num_threads(max(1, threads))
+
+    def pid(self) -> int:
+        """This worker's process id, once its job is built; why it could not be built, as one line."""
+        if self.error is not None:
+            raise RadsteerError(f"a Ray worker could not start: {self.error}")
+        return os.getpid()
+
+    def call(self, method: str, *args: Any) -> Any:
+        self.pid()  # a restarted worker whose job failed to build says why
+        return getattr(self.job, method)(*args)
+
+    def placement(self, requested_device: str) -> dict[str, Any]:
+        """Where this worker runs: its GPUs, what CUDA shows it, the device it loads a model on."""
+        gpus = assigned_gpu_ids()
+        return {"pid": os.getpid(), "gpu_ids": gpus, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "device": worker_device(requested_device, gpus)}
+
+    def run(self, part: Any) -> dict[str, Any]:
+        pid = self.pid()
+        return {"out": self.job.run_shard(part), "pid": pid}
+
+
+def assigned_gpu_ids() -> list[str]:
+    """The GPUs Ray gave this worker (Ray also narrows CUDA_VISIBLE_DEVICES to them); [] off Ray."""
+    try:
+        import ray
+    except ImportError:
+        return []
+    if not ray.is_initialized():
+        return []
+    return [str(g) for g in ray.get_gpu_ids()]
+
+
+def worker_device(requested: str, gpu_ids: Sequence[Any]) -> str:
+    """The device a Ray worker loads its model on.
+
+    A worker that Ray gave a GPU uses it: `cuda:0`, the first (only) device CUDA_VISIBLE_DEVICES
+    shows it — whatever index the protocol names, since each worker sees only its own GPU. A
+    worker without one runs on the CPU (`auto` included, so that workers never pile onto a GPU
+    that Ray did not schedule); a protocol that asks for CUDA without `gpus_per_worker` is refused.
+    """
+    if gpu_ids:
+        return "cuda:0"
+    if requested.startswith("cuda"):
+        raise RadsteerError(f"model.device is {requested!r} but the Ray workers were given no GPU: set "
+                            "execution.gpus_per_worker: 1 so that Ray gives each worker its own GPU")
+    return "cpu" if requested == "auto" else requested
 
 
 def check_store_for_ray(store_url: str, options: ExecutionOptions) -> None:
@@ -116,6 +177,62 @@ def check_store_for_ray(store_url: str, options: ExecutionOptions) -> None:
         raise RadsteerError(
             f"--ray-address {options.address}: workers on other machines cannot write the SQLite file "
             f"{public_url(store_url)}; give a database server with --store-url postgresql+psycopg://USER@HOST/DB")
+
+
+def start_ray(options: ExecutionOptions) -> bool:
+    """Start a local Ray sized for `options` (workers × CPUs and GPUs per worker), or join the cluster
+    at `options.address`; nothing when Ray is already running in this process. Returns whether it
+    started one (the caller then stops it)."""
+    ray = _ray()
+    if ray.is_initialized():
+        return False
+    o = options
+    kwargs: dict[str, Any] = dict(include_dashboard=False, configure_logging=False, log_to_driver=False)
+    if o.address in (None, "", "local"):
+        kwargs["num_cpus"] = max(1, math.ceil(o.workers * o.cpus_per_worker))
+        if o.gpus_per_worker:
+            kwargs["num_gpus"] = math.ceil(o.workers * o.gpus_per_worker)
+    else:
+        check_reachable(o.address)
+        kwargs["address"] = o.address
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise RadsteerError(f"could not start or join Ray ({o.address or 'local'}): "
+                            f"{str(exc).strip().splitlines()[0]}") from None
+    return True
+
+
+@contextmanager
+def ray_session(options: ExecutionOptions) -> Iterator[None]:
+    """One Ray for several steps (`radsteer run`: the sweep's and the evaluation's workers), stopped
+    at the end if this started it; nothing for the local executor."""
+    started = start_ray(options) if options.executor == "ray" else False
+    try:
+        yield
+    finally:
+        if started:
+            _ray().shutdown()
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in one line when nothing listens at a cluster address: Ray itself retries an unreachable
+    head node for minutes, printing warnings, before it gives up. `auto` is left to Ray."""
+    import socket
+
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise RadsteerError(f"--ray-address {address}: expected HOST:PORT (e.g. head-node:6379), ray://HOST:PORT "
+                            "or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise RadsteerError(f"--ray-address {address}: no Ray head answers there ({exc.strerror or exc}); start one "
+                            "with `ray start --head` or leave the address out for a local Ray") from None
 
 
 def shard(case_ids: Sequence[str], per_task: int) -> list[list[str]]:
@@ -134,8 +251,101 @@ def _cause(exc: BaseException) -> BaseException:
     return getattr(exc, "cause", None) or exc
 
 
+class RayPool:
+    """Ray started (or joined) and `options.workers` ShardWorker actors, each built once by
+    `job_factory` (with `gpus_per_worker` GPUs and `cpus_per_worker` CPUs); `map` runs shards on them
+    until every one is done. Used as a context manager: the actors are killed at the end, and a
+    Ray this pool started is shut down again (a Ray already running in this process is left alone)."""
+
+    def __init__(self, job_factory: Callable[[], Any], options: ExecutionOptions) -> None:
+        if options.workers < 1:
+            raise RadsteerError(f"workers must be ≥ 1, not {options.workers}")
+        self.factory, self.options = job_factory, options
+        self.ray = _ray()
+        self.actors: list[Any] = []
+        self.pids: dict[Any, int] = {}
+        self.restarts = 0
+        self._started = False
+
+    def _start_ray(self) -> bool:
+        """Returns whether this pool started Ray (and so must stop it)."""
+        return start_ray(self.options)
+
+    def __enter__(self) -> RayPool:
+        ray, o = self.ray, self.options
+        self._started = self._start_ray()
+        try:
+            actor_cls = ray.remote(num_cpus=o.cpus_per_worker, num_gpus=o.gpus_per_worker or None,
+                                   max_restarts=o.max_restarts, max_task_retries=-1)(ShardWorker)
+            self.actors = [actor_cls.remote(self.factory, o.threads_per_worker) for _ in range(o.workers)]
+            self.pids = dict(zip(self.actors, self.get([a.pid.remote() for a in self.actors])))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for a in self.actors:
+            self.ray.kill(a, no_restart=True)
+        self.actors = []
+        if self._started:
+            self.ray.shutdown()
+            self._started = False
+
+    def get(self, refs: Any) -> Any:
+        """ray.get, with a worker's own RadsteerError (bad model path, missing key ...) as one line."""
+        try:
+            return self.ray.get(refs)
+        except Exception as exc:  # noqa: BLE001
+            cause = _cause(exc)
+            if isinstance(cause, RadsteerError):
+                raise RadsteerError(str(cause)) from None
+            raise
+
+    def call_all(self, method: str, *args: Any) -> list[Any]:
+        """`job.method(*args)` on every worker (e.g. what engine each one built)."""
+        return self.get([a.call.remote(method, *args) for a in self.actors])
+
+    def call_one(self, method: str, *args: Any) -> Any:
+        """`job.method(*args)` on one worker (e.g. writing a merged result)."""
+        return self.get(self.actors[0].call.remote(method, *args))
+
+    def map(self, parts: Sequence[Any], on_result: Callable[[Any, Any], None], *, per_worker: int = 2) -> None:
+        """Run every part with `job.run_shard(part)`, keeping each live worker busy with up to
+        `per_worker` parts; `on_result(part, output)` runs on the driver as each one finishes.
+        A part whose worker died is queued again (Ray restarts the worker; committed work is
+        skipped through the store's keys); a worker that died for good hands its parts on."""
+        ray = self.ray
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+        queue = deque(parts)
+        alive = list(self.actors)
+        inflight: dict[Any, tuple[Any, Any]] = {}
+        while queue or inflight:
+            for actor in alive:
+                while queue and sum(1 for a, _ in inflight.values() if a is actor) < per_worker:
+                    part = queue.popleft()
+                    inflight[actor.run.remote(part)] = (actor, part)
+            if not inflight:
+                raise RadsteerError(f"every Ray worker died and could not be restarted; {len(queue)} shards of "
+                                    "work are left (run the command again to finish them)")
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            actor, part = inflight.pop(ready[0])
+            try:
+                res = self.get(ready[0])
+            except (ActorDiedError, ActorUnavailableError, RayActorError):
+                if actor in alive:
+                    alive.remove(actor)
+                queue.appendleft(part)
+                continue
+            if self.pids.get(actor) != res["pid"]:  # Ray restarted this worker (a new process)
+                self.restarts += 1
+                self.pids[actor] = res["pid"]
+            on_result(part, res["out"])
+
+
 class RaySweep:
-    """Start (or join) Ray, start the workers, then run shards until every planned row is stored.
+    """The sweep on a RayPool: shards of whole cases, rows written by the workers.
 
     `on_ready(info)` runs on the driver once the workers have built their engines and before
     any row is generated (the caller records the manifest there). `on_workers(pids)` is for
@@ -146,27 +356,7 @@ class RaySweep:
             raise RadsteerError(f"workers must be ≥ 1, not {options.workers}")
         check_store_for_ray(store_url, options)
         self.factory, self.store_url, self.options = engine_factory, store_url, options
-        self.ray = _ray()
-
-    def _start_ray(self) -> bool:
-        """Returns whether this run started Ray (and so must stop it)."""
-        ray = self.ray
-        if ray.is_initialized():
-            return False
-        o = self.options
-        kwargs: dict[str, Any] = dict(include_dashboard=False, configure_logging=False, log_to_driver=False)
-        if o.address in (None, "", "local"):
-            kwargs["num_cpus"] = max(1, math.ceil(o.workers * o.cpus_per_worker))
-            if o.gpus_per_worker:
-                kwargs["num_gpus"] = math.ceil(o.workers * o.gpus_per_worker)
-        else:
-            kwargs["address"] = o.address
-        try:
-            ray.init(**kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise RadsteerError(f"could not start or join Ray ({o.address or 'local'}): "
-                                f"{str(exc).strip().splitlines()[0]}") from None
-        return True
+        _ray()
 
     def run(
         self,
@@ -180,19 +370,9 @@ class RaySweep:
         from tqdm.auto import tqdm
 
         start = time.perf_counter()
-        ray, o = self.ray, self.options
-        started = self._start_ray()
-        actor_cls = ray.remote(num_cpus=o.cpus_per_worker, num_gpus=o.gpus_per_worker or None,
-                               max_restarts=o.max_restarts, max_task_retries=-1)(SweepWorker)
-        actors = [actor_cls.remote(self.factory, self.store_url, o.threads_per_worker) for _ in range(o.workers)]
-        try:
-            try:
-                infos = ray.get([a.info.remote() for a in actors])
-            except Exception as exc:  # noqa: BLE001 - the worker's own error (bad model path, width ...)
-                cause = _cause(exc)
-                if isinstance(cause, RadsteerError):
-                    raise RadsteerError(str(cause)) from None
-                raise
+        o = self.options
+        with RayPool(partial(SweepJob, self.factory, self.store_url), o) as pool:
+            infos = pool.call_all("info")
             if len({i.settings_hash for i in infos}) != 1:
                 raise RadsteerError("the Ray workers built different engines (settings hashes "
                                     f"{sorted({i.settings_hash for i in infos})}); give every node the same "
@@ -200,9 +380,8 @@ class RaySweep:
             info = infos[0]
             if on_ready is not None:
                 on_ready(info)
-            pids = ray.get([a.pid.remote() for a in actors])
             if on_workers is not None:
-                on_workers(pids)
+                on_workers(list(pool.pids.values()))
             with StudyStore(self.store_url) as store:
                 done = store.generation_keys(info.settings_hash)
             todo = [r for r in rows if r.key() not in done]
@@ -210,69 +389,27 @@ class RaySweep:
             for r in todo:
                 by_case[r.case_id].append(r)
             per_task = o.cases_per_task or max(1, math.ceil(len(by_case) / (4 * o.workers)))
-            shards = deque(shard(list(by_case), per_task))
+            parts = [({c: cases[c] for c in ids}, [r for c in ids for r in by_case[c]])
+                     for ids in shard(list(by_case), per_task)]
             report = RaySweepReport(planned=len(rows), already_stored=len(rows) - len(todo), generated=0,
-                                    batches=0, seconds=0.0, workers=o.workers, shards=len(shards))
+                                    batches=0, seconds=0.0, workers=o.workers, shards=len(parts))
             bar = tqdm(total=len(todo), unit="row", desc=f"generating on {o.workers} Ray workers",
                        disable=not progress, dynamic_ncols=True)
+
+            def done_part(part: Any, out: dict[str, Any]) -> None:
+                report.batches += out["batches"]
+                report.per_case_extras.update(out["extras"])
+                bar.update(len(part[1]))
+
             try:
-                self._dispatch(actors, dict(zip(actors, pids)), shards, cases, by_case, report, bar)
+                pool.map(parts, done_part)
             finally:
                 bar.close()
-            report.generated = len(todo)
-            wanted = {r.key() for r in todo}
-            with StudyStore(self.store_url) as store:
-                report.tokens = sum(int(g["n_tokens"]) for g in store.rows("generations", settings_hash=info.settings_hash)
-                                    if (g["case_id"], g["feature_id"], float(g["alpha"])) in wanted)
-            report.seconds = time.perf_counter() - start
-            return report
-        finally:
-            for a in actors:
-                ray.kill(a, no_restart=True)
-            if started:
-                ray.shutdown()
-
-    def _dispatch(self, actors: list[Any], pids: dict[Any, int], shards: deque, cases: Mapping[str, Mapping[str, Any]],
-                  by_case: Mapping[str, list[Any]], report: RaySweepReport, bar: Any) -> None:
-        """Keep every live worker busy with up to two shards; a shard whose worker died for
-        good goes back to the queue for the others."""
-        ray = self.ray
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
-
-        alive = list(actors)
-        inflight: dict[Any, tuple[Any, list[str]]] = {}
-
-        def submit(actor: Any) -> None:
-            part = shards.popleft()
-            sub_cases = {c: cases[c] for c in part}
-            sub_rows = [r for c in part for r in by_case[c]]
-            inflight[actor.sweep.remote(sub_cases, sub_rows)] = (actor, part)
-
-        while shards or inflight:
-            for actor in alive:
-                while shards and sum(1 for a, _ in inflight.values() if a is actor) < 2:
-                    submit(actor)
-            if not inflight:
-                raise RadsteerError("every Ray worker died and could not be restarted; "
-                                    f"{sum(len(by_case[c]) for s in shards for c in s)} rows are left (run again)")
-            ready, _ = ray.wait(list(inflight), num_returns=1)
-            ref = ready[0]
-            actor, part = inflight.pop(ref)
-            try:
-                out = ray.get(ref)
-            except (ActorDiedError, ActorUnavailableError, RayActorError):
-                if actor in alive:
-                    alive.remove(actor)
-                shards.appendleft(part)  # its committed rows are skipped when the shard runs again
-                continue
-            except Exception as exc:  # noqa: BLE001
-                cause = _cause(exc)
-                if isinstance(cause, RadsteerError):
-                    raise RadsteerError(str(cause)) from None
-                raise
-            report.batches += out["batches"]
-            report.per_case_extras.update(out["extras"])
-            if pids.get(actor) != out["pid"]:  # Ray restarted this worker (a new process)
-                report.worker_restarts += 1
-            pids[actor] = out["pid"]
-            bar.update(sum(len(by_case[c]) for c in part))
+            report.worker_restarts = pool.restarts
+        report.generated = len(todo)
+        wanted = {r.key() for r in todo}
+        with StudyStore(self.store_url) as store:
+            report.tokens = sum(int(g["n_tokens"]) for g in store.rows("generations", settings_hash=info.settings_hash)
+                                if (g["case_id"], g["feature_id"], float(g["alpha"])) in wanted)
+        report.seconds = time.perf_counter() - start
+        return report

@@ -139,6 +139,7 @@ class GenerationResult:
     finish_reason: str  # "eos" | "stop" | "length" | "error"
     seconds: float  # the batch's wall time shared equally among its rows
     error: str | None = None  # why the row failed (finish_reason "error"); its text is what came before
+    grounding: list[dict[str, Any]] | None = None  # phrases with boxes, from an adapter that grounds reports
 
     @property
     def n_tokens(self) -> int:
@@ -150,6 +151,7 @@ class GenerationResult:
             settings_hash=settings_hash, text=self.text, n_tokens=self.n_tokens,
             finish_reason=self.finish_reason, seconds=self.seconds,
             **({"error": self.error} if self.error is not None else {}),  # studies made before the column
+            **({"grounding": self.grounding} if self.grounding is not None else {}),
         )
 
 
@@ -429,7 +431,7 @@ class SteeringEngine:
                f"numbers; use a smaller |α|")
         tokens = new_tokens[:step]
         return GenerationResult(row=res.row, text=self.adapter.decode(tokens), token_ids=tokens,
-                                finish_reason="error", seconds=res.seconds, error=why)
+                                finish_reason="error", seconds=res.seconds, error=why, grounding=self._grounding(tokens))
 
     def _result(self, row: PlannedRow, new_tokens: list[int], eos: list[int], seconds: float,
                 stop_at: int | None = None) -> GenerationResult:
@@ -441,12 +443,20 @@ class SteeringEngine:
             raw = self.adapter.raw_text(tokens)
             before = cut_at_stop(raw, self.settings.stop)
             text = self.adapter.clean_text(raw if before is None else before)
-            return GenerationResult(row=row, text=text, token_ids=tokens, finish_reason="stop", seconds=seconds)
+            return GenerationResult(row=row, text=text, token_ids=tokens, finish_reason="stop", seconds=seconds,
+                                    grounding=self._grounding(tokens, raw if before is None else before))
         tokens = new_tokens if cut is None else new_tokens[: cut + 1]
         return GenerationResult(
             row=row, text=self.adapter.decode(tokens), token_ids=tokens,
-            finish_reason="length" if cut is None else "eos", seconds=seconds,
+            finish_reason="length" if cut is None else "eos", seconds=seconds, grounding=self._grounding(tokens),
         )
+
+    def _grounding(self, tokens: list[int], raw: str | None = None) -> list[dict[str, Any]] | None:
+        """The one place a row's boxes are read: for adapters that ground reports (MAIRA-2 asked for
+        grounded reports), from the same raw text the stored plain text was made of."""
+        if not self.adapter.grounds_reports:
+            return None
+        return self.adapter.grounding(self.adapter.raw_text(tokens) if raw is None else raw)
 
     # -- sweeps -----------------------------------------------------------------------------
     def sweep(

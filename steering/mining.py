@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ from steering.store.manifest import sha256_file
 from steering.store.repositories import MiningCheckpoint
 
 KINDS = ("top", "quantile", "zero")
+CHUNK_BATCHES = 32  # batches' worth of documents sorted by length together (`FeatureMiner.plan`)
 _MASK31 = (1 << 31) - 1
 
 
@@ -205,6 +206,21 @@ class ContextTracker:
             idx = sel if both.dim() == 2 else sel[..., None].expand(-1, -1, self.width)
             getattr(self, name)[changed] = both.gather(1, idx)
 
+    def merge(self, other: ContextTracker) -> None:
+        """Keep, per feature, the best `size` entries of this tracker and `other` (another shard's).
+
+        Equal scores go to the earlier document, then the earlier position, so shards merged in any
+        order give the same lists; the best k of the shards' best k are the best k of the corpus."""
+        both = {n: torch.cat([getattr(self, n), getattr(other, n).to(self.score.device)], dim=1)
+                for n in self._FIELDS}
+        order = torch.argsort(both["pos"], dim=1, stable=True)
+        order = order.gather(1, torch.argsort(both["doc"].gather(1, order), dim=1, stable=True))
+        order = order.gather(1, torch.argsort(-both["score"].gather(1, order), dim=1, stable=True))
+        sel = order[:, : self.size]
+        for name in self._FIELDS:
+            idx = sel if both[name].dim() == 2 else sel[..., None].expand(-1, -1, self.width)
+            setattr(self, name, both[name].gather(1, idx))
+
     def state(self, prefix: str) -> dict[str, torch.Tensor]:
         return {f"{prefix}.{n}": getattr(self, n).contiguous().cpu() for n in self._FIELDS}
 
@@ -304,6 +320,14 @@ class MiningState:
         self.histogram.update(acts_t, active)
         self.n_tokens += int(batch.acts.shape[0])
         self.n_docs += len(batch.doc_ids)
+
+    def merge(self, other: MiningState) -> None:
+        """Add another shard's state (disjoint documents): contexts merged, counts added."""
+        for kind, tracker in self.trackers.items():
+            tracker.merge(other.trackers[kind])
+        self.histogram.counts += other.histogram.counts.to(self.histogram.counts.device)
+        self.n_tokens += other.n_tokens
+        self.n_docs += other.n_docs
 
     def to_bytes(self) -> bytes:
         tensors: dict[str, torch.Tensor] = {"histogram": self.histogram.counts.contiguous().cpu(),
@@ -413,7 +437,7 @@ class FeatureMiner:
         ids = self.adapter.tokenizer(text, add_special_tokens=True)["input_ids"]
         return [int(i) for i in ids]
 
-    def plan(self, docs: Iterator[CorpusDoc], chunk_batches: int = 32) -> Iterator[list[tuple[CorpusDoc, list[int]]]]:
+    def plan(self, docs: Iterator[CorpusDoc], chunk_batches: int = CHUNK_BATCHES) -> Iterator[list[tuple[CorpusDoc, list[int]]]]:
         """Batches of (document, token ids), sorted by length within chunks of the stream.
 
         Sorting within a bounded chunk keeps padding low without reading the corpus into memory;
@@ -521,6 +545,24 @@ class FeatureMiner:
         report.seconds = time.perf_counter() - start
         return report
 
+    def mine_docs(self, docs: Sequence[CorpusDoc], skip: set[str] | frozenset[str] = frozenset()
+                  ) -> tuple[MiningState, MiningReport]:
+        """A fresh state over `docs` (a Ray worker's shard: whole planning chunks of the corpus, so
+        its batches are the ones a single process forms), leaving out the documents in `skip`."""
+        state = MiningState(len(self.feature_ids), self.settings, self.device)
+        report = MiningReport(features=len(self.feature_ids))
+        for batch in self.plan(iter(docs)):
+            todo = [b for b in batch if b[0].doc_id not in skip]
+            if not todo:
+                continue
+            report.docs_truncated += sum(len(ids) > self.settings.max_length for _, ids in todo)
+            acts = self.activations(todo)
+            state.update(acts)
+            report.docs_mined += len(todo)
+            report.tokens_mined += int(acts.acts.shape[0])
+            report.batches += 1
+        return state, report
+
     def _done(self, store: StudyStore, key: str, doc_ids: list[str]) -> set[str]:
         return store.mined_documents(key, doc_ids)
 
@@ -543,13 +585,10 @@ class FeatureMiner:
         return self._display[token_id]
 
     def _doc_names(self, corpus: Path, ordinals: set[int]) -> dict[int, str]:
-        names: dict[int, str] = {}
-        for doc in read_corpus(corpus):
-            if doc.ordinal in ordinals:
-                names[doc.ordinal] = doc.doc_id
-        return names
+        return doc_names(corpus, ordinals)
 
-    def context_rows(self, state: MiningState, corpus: Path, chunk: int = 512) -> Iterator[dict[str, Any]]:
+    def context_rows(self, state: MiningState, corpus: Path | None, chunk: int = 512,
+                     names: Mapping[int, str] | None = None) -> Iterator[dict[str, Any]]:
         """feature_contexts rows of the final state, feature by feature.
 
         Tensors are turned into Python lists a chunk of features at a time: fast, and the
@@ -558,7 +597,9 @@ class FeatureMiner:
         needed: set[int] = set()
         for t in state.trackers.values():
             needed |= set(t.doc[t.score > -math.inf].tolist())
-        names = self._doc_names(corpus, needed)
+        if names is None:
+            assert corpus is not None
+            names = self._doc_names(corpus, needed)
         w = self.settings.window
         for start in range(0, len(self.feature_ids), chunk):
             part: dict[str, dict[str, list]] = {}
@@ -608,8 +649,32 @@ class FeatureMiner:
             })
         return rows
 
-    def _finalize(self, store: StudyStore, key: str, state: MiningState, corpus: Path,
-                  chunk: int = 5000) -> int:
-        """Replace the mined features' contexts and stats in one transaction (rows in chunks)."""
-        return store.replace_feature_evidence(self.feature_ids, self.context_rows(state, corpus),
+    def _finalize(self, store: StudyStore, key: str, state: MiningState, corpus: Path | None,
+                  chunk: int = 5000, names: Mapping[int, str] | None = None) -> int:
+        """Replace the mined features' contexts and stats in one transaction (rows in chunks);
+        `names` (corpus ordinal → document id) spares reading the corpus (a Ray worker's case)."""
+        return store.replace_feature_evidence(self.feature_ids, self.context_rows(state, corpus, names=names),
                                               self.stats_rows(state, key), chunk=chunk)
+
+    def finalize_state(self, store: StudyStore, key: str, blob: bytes, n_docs: int,
+                       names: Mapping[int, str]) -> int:
+        """`_finalize` of a state sent as bytes (the Ray driver's merged shards)."""
+        state = MiningState(len(self.feature_ids), self.settings, self.device)
+        state.load_bytes(blob, n_docs)
+        return self._finalize(store, key, state, None, names=names)
+
+
+def needed_ordinals(state: MiningState) -> set[int]:
+    """The corpus ordinals of every document a state's contexts come from."""
+    out: set[int] = set()
+    for t in state.trackers.values():
+        out |= set(t.doc[t.score > -math.inf].tolist())
+    return out
+
+
+def doc_names(corpus: Path, ordinals: set[int]) -> dict[int, str]:
+    names: dict[int, str] = {}
+    for doc in read_corpus(corpus):
+        if doc.ordinal in ordinals:
+            names[doc.ordinal] = doc.doc_id
+    return names

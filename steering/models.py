@@ -9,7 +9,7 @@ MODEL_KINDS = ("demo", "hf_causal_lm", "maira2")
 
 
 def load_adapter(kind: str, path: str | None = None, *, dtype: str = "auto", device: str = "auto",
-                 prompt: str = "auto", image_features: str = "feature_maps") -> ModelAdapter:
+                 prompt: str = "auto", image_features: str = "feature_maps", grounded: bool = False) -> ModelAdapter:
     from steering.adapters import resolve_device
 
     resolve_device(device)  # a device this machine lacks: one line before anything loads
@@ -26,5 +26,6 @@ def load_adapter(kind: str, path: str | None = None, *, dtype: str = "auto", dev
             raise RadsteerError("model kind maira2 needs the path of a local microsoft/maira-2 snapshot")
         from steering.maira2.adapter import Maira2Adapter
 
-        return Maira2Adapter.from_pretrained(path, dtype=dtype, device=device, image_features=image_features)
+        return Maira2Adapter.from_pretrained(path, dtype=dtype, device=device, image_features=image_features,
+                                             grounded=grounded)
     raise RadsteerError(f"unknown model kind {kind!r}: use one of {', '.join(MODEL_KINDS)}")

@@ -181,7 +181,7 @@ def test_submit_is_one_transaction(study, monkeypatch) -> None:
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(study, "upsert", boom)
+    monkeypatch.setattr(study, "_answer_upsert", boom)  # the store's write, inside its transaction
     with pytest.raises(RuntimeError):
         svc.submit("alice", v.ref, GOOD)
     assert study.count("annotations") == 0

@@ -98,3 +98,53 @@ def test_typed_repositories_round_trip(store: StudyStore) -> None:
     assert store.replace_feature_evidence(["f1"], iter(ctx), stats, chunk=2) == 3
     assert store.replace_feature_evidence(["f1"], iter(ctx[:1]), stats) == 1  # replaced, not added
     assert store.count("feature_contexts") == 1 and store.count("feature_stats") == 1
+
+
+def test_annotation_repository_round_trip(store: StudyStore) -> None:
+    """The annotation app's typed store methods (issue 16), on both backends: queues, status,
+    answers stored once with time on task added, foreign items refused, items as records."""
+    from steering.store.annotation_repo import QueueEntry
+
+    store.add_cases([{"case_id": "c1", "inputs": {"indication": "cough"}, "split": "test"}])
+    store.add_features([{"feature_id": "f1", "source": "sae", "bank_index": 0, "description": "d",
+                         "target_concepts": ["effusion"]}])
+    store.add_generations([_gen("c1", BASELINE_FEATURE, 0.0, "base"), _gen("c1", "f1", 2.0, "steered"),
+                           _gen("c1", "f1", -2.0, "less")])
+    ids = store.steered_generation_ids()
+    assert len(ids) == 2 and store.feature_ids() == ["f1"]
+
+    def plan(existing):
+        assert existing == []
+        return [QueueEntry("alice", "change", i, str(g)) for i, g in enumerate(ids)] + [
+            QueueEntry("bob", "change", 0, str(ids[0]))]
+
+    assert store.extend_queues("change", plan) == 3
+    assert store.extend_queues("change", lambda existing: []) == 0
+    assert [(q.item_key, q.double_read) for q in store.queue("alice", "change")] == [(str(ids[0]), True),
+                                                                                    (str(ids[1]), False)]
+    st = store.queue_status("alice", "change")
+    assert (st.total, st.done, st.next.position, st.next.item_key) == (2, 0, 0, str(ids[0]))
+    assert store.queue_status("nobody", "change").next is None
+
+    assert not store.record_answer("alice", "change", 0, str(ids[1]), {"label": "on"}, 1.0)  # wrong position
+    assert not store.record_answer("carol", "change", 0, str(ids[0]), {"label": "on"}, 1.0)  # no queue
+    assert store.record_answer("alice", "change", 0, str(ids[0]), {"label": "on"}, 1.5)
+    assert store.record_answer("alice", "change", 0, str(ids[0]), {"label": "off"}, 2.0)  # revised
+    reads = store.reads("change")
+    assert len(reads) == 1 and reads[0].answers == {"label": "off"} and reads[0].seconds == 3.5
+    assert store.rows("annotations")[0]["feature_id"] == "f1"
+    st = store.queue_status("alice", "change")
+    assert (st.done, st.next.item_key) == (1, str(ids[1]))
+    assert store.queued_answer("alice", "change", 0).answers == {"label": "off"}
+    assert store.queue_key_at("alice", "change", 1) == str(ids[1]) and store.queue_key_at("alice", "change", 9) is None
+    assert store.queue_lengths("change") == {"alice": 2, "bob": 1} and len(store.queued_reads("change")) == 1
+
+    item, labels = store.change_item(ids[0], with_labels=True)
+    assert (item.text, item.baseline_text, item.description, item.inputs["indication"]) == ("steered", "base", "d",
+                                                                                          "cough")
+    assert labels == {} and store.change_item(10**9) == (None, {})
+    store.insert_ignore("feature_contexts", [dict(feature_id="f1", kind="top", rank=r, activation=1.0, doc_id="d",
+                                                  token_index=0, tokens=["a"], activations=[1.0]) for r in range(3)])
+    feature, ctx = store.feature_with_contexts("f1", "top", 2)
+    assert feature.target_concepts == ["effusion"] and [c.rank for c in ctx] == [0, 1]
+    assert store.feature_with_contexts("nope") == (None, [])

@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from protocols.config import add_options
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the study directory (holds protocol.yaml, study.sqlite)")
     parser.add_argument("--batch-size", type=int, default=8, help="reports per forward pass (default 8)")
     parser.add_argument("--without-prompt", action="store_true",
                         help="read each report alone instead of after its case's prompt")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_options(parser, "activations")  # --no-progress, --store-url (protocols/config.py)
 
 
 def study_for_run_dir(run_dir: Path):
@@ -44,17 +46,19 @@ def study_for_run_dir(run_dir: Path):
 
 
 def run(args: argparse.Namespace) -> int:
+    from protocols.config import resolve
     from steering.activation_check import ActivationChecker
     from steering.store import StudyStore
 
     run_dir = Path(args.run_dir)
     study = study_for_run_dir(run_dir)
+    config = resolve("activations", args, protocol=study.protocol, protocol_dir=study.loaded.base_dir)
     bank = study.load_bank()
     adapter = study.load_adapter()
     checker = ActivationChecker(adapter, bank, study.protocol.layer, with_prompt=not args.without_prompt,
                                 batch_size=args.batch_size)
     with StudyStore.open(run_dir) as store:
-        report = checker.run(store, progress=not args.no_progress)
+        report = checker.run(store, progress=not config.ui.no_progress)
     print(f"radsteer activations: {report.summary()}")
     print(f"radsteer activations: stored in {run_dir} (table activation_checks)")
     return 0

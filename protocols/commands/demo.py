@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from protocols.config import add_options
 from steering.errors import RadsteerError
 from steering.store.files import write_atomic
 
@@ -48,10 +49,7 @@ MINE_ARGS = ["--top-k", "20", "--samples", "16", "--zero-samples", "40", "--batc
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="directory for the demo's protocols, SAE and runs "
                         "(default: demo_out)")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="only the first N cases of the steering study (a quicker look; the full demo uses 20)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_options(parser, "demo")  # --limit (of the steering study's 20 cases), --threads, --no-progress, --store-url
 
 
 def _install(dst: Path, data: bytes) -> None:
@@ -210,24 +208,25 @@ class _Clock:
 
 
 def run(args: argparse.Namespace) -> int:
+    from protocols.config import resolve
     from protocols.plan import check_study
     from protocols.runner import run_study, study_and_config
 
-    if args.limit is not None and args.limit < 1:
-        raise RadsteerError(f"--limit must be ≥ 1, not {args.limit}")
-    if args.threads is not None:
+    opts = resolve("demo", args, keys=("study.limit", "ui.threads", "ui.no_progress"))  # checked before any work
+    if opts.ui.threads is not None:
         import torch
 
-        torch.set_num_threads(max(1, args.threads))
+        torch.set_num_threads(opts.ui.threads)
     out = Path(args.out)
     protocol = install_demo(out)
     runs = out / "runs"
-    quiet = ["--no-progress"] if args.no_progress else []
+    progress = not opts.ui.no_progress
+    quiet = [] if progress else ["--no-progress"]
 
     clock = _Clock()
     features_study, _ = study_and_config(out / FEATURES_PROTOCOL, "demo", **{"study.runs_dir": str(runs)})
     adapter = features_study.load_adapter()
-    trained = demo_sae(out, features_study.protocol.layer, adapter, progress=not args.no_progress)
+    trained = demo_sae(out, features_study.protocol.layer, adapter, progress=progress)
     print(f"radsteer demo: {trained.summary()}")
     del adapter
     clock.lap("SAE")
@@ -237,8 +236,7 @@ def run(args: argparse.Namespace) -> int:
     _cli("interpret", str(out / FEATURES_PROTOCOL), "--runs-dir", str(runs), "--explainer", "lexicon", *quiet)
     clock.lap("interpret")
 
-    study, config = study_and_config(protocol, "demo", **{"study.runs_dir": str(runs), "study.limit": args.limit,
-                                                          "ui.no_progress": args.no_progress or None})
+    study, config = study_and_config(protocol, "demo", args, **{"study.runs_dir": str(runs)})  # --limit etc.
     study.check_run_dir()
     checked = check_study(study)
     print(f"radsteer demo: {len(study.cases)} cases × {len(checked.feature_ids)} SAE features × "

@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="default: the model's (300 for MAIRA-2, 450 grounded; 64 otherwise)")
     parser.add_argument("--image-features", choices=("feature_maps", "hidden_states"), default="feature_maps",
                         help="MAIRA-2: the vision output fed to the projector (default feature_maps)")
+    parser.add_argument("--grounded", action="store_true",
+                        help="MAIRA-2: grounded reporting; each report's sentences with their boxes on the frontal "
+                             "image are printed after it")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true", help="print JSON instead of columns")
@@ -82,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     from steering.models import load_adapter
     from steering.sae_loaders import load_feature_bank
 
+    if args.grounded and args.model_kind != "maira2":
+        raise RadsteerError(f"--grounded applies to MAIRA-2 only, not --model-kind {args.model_kind}")
     if bool(args.feature) != bool(args.bank):
         raise RadsteerError("--feature and --sae/--vectors go together (or leave both out for the baseline only)")
     alphas = args.alpha or ([] if not args.feature else [10.0])
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                                 f"whose output the SAE was trained on")
     feature = bank.canonical_id(args.feature) if bank is not None else None  # fail before loading a model
     adapter = load_adapter(args.model_kind, args.model, dtype=args.dtype, device=args.device,
-                           image_features=args.image_features)
+                           image_features=args.image_features, grounded=args.grounded)
     layer = args.layer if args.layer is not None else (bank.layer if bank is not None else adapter.default_layer)
     max_new_tokens = args.max_new_tokens or adapter.default_max_new_tokens
     spec = SteeringSpec(layer=layer, space=args.vector_space, unit_norm=args.unit_norm,
@@ -113,15 +118,30 @@ def run(args: argparse.Namespace) -> int:
     baseline = next(r for r in results if r.row.is_baseline)
     steered = [r for r in results if not r.row.is_baseline]
     if args.json:
+        sides = [{"alpha": r.row.alpha, "text": r.text,
+                  **({"grounding": r.grounding} if r.grounding is not None else {})} for r in steered]
         print(json.dumps({"layer": layer, "feature": feature, "baseline": baseline.text,
-                          "steered": [{"alpha": r.row.alpha, "text": r.text} for r in steered]}, indent=2))
+                          **({"baseline_grounding": baseline.grounding} if baseline.grounding is not None else {}),
+                          "steered": sides}, indent=2))
         return 0
     print(f"model {adapter.name} · layer {layer} ({adapter.layer_module_path(layer)}) · positions {args.positions}")
     if not steered:
         print(side_by_side("baseline (α = 0)", baseline.text, "", ""))
+        print(boxes_text("baseline", baseline.grounding))
     for r in steered:
         desc = bank.descriptions.get(feature, "") if bank is not None else ""
         title = f"steered: {feature} α = {r.row.alpha:+g}" + (f" ({desc})" if desc else "")
         print(side_by_side("baseline (α = 0)", baseline.text, title, r.text))
+        print(boxes_text("baseline", baseline.grounding) + boxes_text(f"α = {r.row.alpha:+g}", r.grounding))
         print()
     return 0
+
+
+def boxes_text(side: str, grounding: list[dict[str, Any]] | None) -> str:
+    """A grounded report's sentences that have boxes, one a line with their boxes (x0, y0, x1, y1
+    normalised to the frontal image's centre square); "" when the report was not grounded."""
+    if grounding is None:
+        return ""
+    lines = [f"  {side}: {p['text']}  " + " ".join("[" + ", ".join(f"{v:.3f}" for v in b) + "]" for b in p["boxes"])
+             for p in grounding if p.get("boxes")]
+    return "\n".join([f"boxes ({side}):" if lines else f"boxes ({side}): none", *lines]) + "\n"

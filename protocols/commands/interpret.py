@@ -19,7 +19,6 @@ from protocols.config import add_options
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("protocol", help="study protocol (YAML) whose run holds the mined contexts")
-    parser.add_argument("--runs-dir", default="runs", help="where runs/<name>/ lives (default: runs)")
     parser.add_argument("--explainer", choices=["llm", "lexicon"], default="lexicon",
                         help="who writes the descriptions (default lexicon: offline)")
     parser.add_argument("--scorer", choices=["llm", "lexicon"], default=None,
@@ -31,15 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--score-batch", type=int, default=10, help="held-out examples per scoring request (llm)")
     parser.add_argument("--force", action="store_true", help="interpret again features already interpreted")
     parser.add_argument("--dry-run", action="store_true", help="count features and requests; write nothing")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_options(parser, "interpret")  # the judge client's --judge-* options: the LLM explainer/scorer's server
+    # --runs-dir, --no-progress, --store-url and the judge client's --judge-* options (the LLM explainer/scorer's
+    # server): flag, else the protocol, else the default (protocols/config.py)
+    add_options(parser, "interpret")
 
 
 def run(args: argparse.Namespace) -> int:
     from evaluation.interpret import make_interpreter, write_interpretations_csv
     from evaluation.interpret_examples import SplitSettings, split_evidence
     from evaluation.judge_cache import StoreJudgeCache
-    from protocols.study import Study
+    from protocols.runner import study_and_config
     from steering.errors import RadsteerError
     from steering.store.files import write_atomic
 
@@ -47,15 +47,12 @@ def run(args: argparse.Namespace) -> int:
         raise RadsteerError(f"--top-shown must be at least 1, not {args.top_shown}")
     if args.score_batch < 1:
         raise RadsteerError(f"--score-batch must be at least 1, not {args.score_batch}")
-    study = Study.from_protocol(args.protocol, args.runs_dir)
+    study, settings = study_and_config(args.protocol, "interpret", args)
     study.check_run_dir()
     if not (study.run_dir / "study.sqlite").exists():
         raise RadsteerError(f"{study.run_dir} holds no study: run `radsteer mine {args.protocol} --corpus "
-                            f"REPORTS.jsonl --runs-dir {args.runs_dir}` first")
+                            f"REPORTS.jsonl --runs-dir {settings.study.runs_dir}` first")
     scorer = args.scorer or args.explainer
-    from protocols.config import resolve
-
-    settings = resolve("interpret", args, protocol=study.protocol, protocol_dir=study.loaded.base_dir)
     config = settings.judge_config() if "llm" in (args.explainer, scorer) else None
     split = SplitSettings(n_top_shown=args.top_shown, seed=args.seed)
     llm_settings = None
@@ -97,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         interp = make_interpreter(args.explainer, scorer=scorer, judge_config=config, cache=cache, split=split,
                                   llm_settings=llm_settings)
         bar = None
-        if not args.no_progress:
+        if not settings.ui.no_progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(ids), unit="feature", desc="interpreting", dynamic_ncols=True)

@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+from protocols.config import add_options
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("protocol", help="study protocol (YAML)")
@@ -26,15 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=512, help="tokens per report; the rest is not mined")
     parser.add_argument("--features", choices=["all", "study"], default="all",
                         help="all features of the bank (default) or only the protocol's features")
-    parser.add_argument("--runs-dir", default="runs", help="where runs/<name>/ is written (default: runs)")
     parser.add_argument("--batch-size", type=int, default=8, help="reports per forward pass (default 8)")
     parser.add_argument("--checkpoint-every", type=int, default=50,
                         help="batches between resumable checkpoints (default 50)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_options(parser, "mine")  # --runs-dir, --no-progress, --store-url (protocols/config.py)
 
 
 def run(args: argparse.Namespace) -> int:
-    from protocols.study import Study
+    from protocols.runner import study_and_config
     from steering.errors import RadsteerError
     from steering.mining import FeatureMiner, MiningSettings, count_docs
 
@@ -45,8 +46,21 @@ def run(args: argparse.Namespace) -> int:
                               window=args.window, max_length=args.max_length)
     if count_docs(corpus) == 0:
         raise RadsteerError(f"--corpus {corpus} holds no reports")
-    study = Study.from_protocol(args.protocol, args.runs_dir)
+    study, config = study_and_config(args.protocol, "mine", args)
     study.check_run_dir()
+    from protocols.execution import execution_options
+
+    options = execution_options(study, config)
+    if options.executor == "ray":  # whole planning chunks of the corpus on Ray workers (protocols.execution)
+        from protocols.execution import mine_on_ray
+
+        report, info = mine_on_ray(study, options, corpus, settings=settings, study_features=args.features == "study",
+                                   batch_size=args.batch_size, progress=not config.ui.no_progress)
+        _write_mining_json(study, corpus, info["key"], info["layer_module"], info["reader"], info["n_features"],
+                           settings)
+        print(f"radsteer mine: {report.summary()} on {options.workers} Ray workers")
+        print(f"radsteer mine: stored in {study.run_dir} (tables feature_contexts, feature_stats)")
+        return 0
     bank = study.load_bank()
     adapter = study.load_adapter()
     features = study.feature_ids(bank) if args.features == "study" else None
@@ -54,16 +68,24 @@ def run(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size, checkpoint_every=args.checkpoint_every)
     with study.open_store() as store:
         study.record(store, study.engine(adapter, bank), bank)
-        report = miner.run(store, corpus, progress=not args.no_progress)
+        report = miner.run(store, corpus, progress=not config.ui.no_progress)
+    from steering.store.manifest import sha256_file
+
+    _write_mining_json(study, corpus, miner.mining_key(sha256_file(corpus)),
+                       adapter.layer_module_path(study.protocol.layer), miner.reader.kind, len(miner.feature_ids),
+                       settings)
+    print(f"radsteer mine: {report.summary()}")
+    print(f"radsteer mine: stored in {study.run_dir} (tables feature_contexts, feature_stats)")
+    return 0
+
+
+def _write_mining_json(study, corpus: Path, key: str, layer_module: str, reader: str, n_features: int,
+                       settings) -> None:
     from steering.store.files import write_atomic
     from steering.store.manifest import sha256_file
 
     write_atomic(study.run_dir / "mining.json", json.dumps({
-        "corpus": str(corpus.resolve()), "corpus_sha256": sha256_file(corpus),
-        "corpus_hash": miner.mining_key(sha256_file(corpus)), "layer": study.protocol.layer,
-        "layer_module": adapter.layer_module_path(study.protocol.layer), "reader": miner.reader.kind,
-        "n_features": len(miner.feature_ids), "settings": settings.describe(),
+        "corpus": str(corpus.resolve()), "corpus_sha256": sha256_file(corpus), "corpus_hash": key,
+        "layer": study.protocol.layer, "layer_module": layer_module, "reader": reader,
+        "n_features": n_features, "settings": settings.describe(),
     }, indent=2) + "\n")
-    print(f"radsteer mine: {report.summary()}")
-    print(f"radsteer mine: stored in {study.run_dir} (tables feature_contexts, feature_stats)")
-    return 0

@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     steps = parse_steps(args.steps)
     study, config = study_and_config(args.protocol, "run", args)
     study.check_run_dir()
-    checked = check_study(study)
+    from protocols.execution import execution_options
+
+    checked = check_study(study, execution_options(study, config))
     if args.dry_run:
         plan = plan_costs(checked, config)
         print(f"radsteer run --dry-run: {study.protocol.name} → {study.run_dir} (nothing was run or written)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from protocols.config import add_options
 from steering.errors import RadsteerError
 
 
@@ -24,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder to write (created; an existing foreign folder is refused)")
     parser.add_argument("--model-kind", choices=["demo", "hf_causal_lm"], default="demo",
                         help="demo (bundled SmolLM2, default) or hf_causal_lm (with --model)")
-    parser.add_argument("--model", default=None, help="local Hugging Face model directory (hf_causal_lm)")
+    parser.add_argument("--model", default=None, help="local model directory (not needed for the demo model)")
     parser.add_argument("--dtype", default="float32", help="model dtype while reading activations (default float32)")
     parser.add_argument("--expansion-factor", type=int, default=8, help="latents per model dimension (default 8)")
     parser.add_argument("-k", "--k", type=int, default=16, help="active latents per token (TopK; default 16)")
@@ -33,15 +34,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=1, help="passes over the corpus (default 1)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: sparsify's for the width)")
     parser.add_argument("--max-tokens", type=int, default=None, help="use at most this many corpus tokens")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the SAE's initialisation and batch order "
+                        "(default 0)")
     parser.add_argument("--force", action="store_true", help="replace an SAE radsteer trained with other settings")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_options(parser, "sae")  # --threads, --no-progress (protocols/config.py)
 
 
 def run(args: argparse.Namespace) -> int:
+    from protocols.config import resolve
     from steering.models import load_adapter
     from steering.sae_training import SAETrainSettings, train_sae
+
+    config = resolve("sae", args)  # no protocol: flags, else defaults
 
     if args.model_kind == "hf_causal_lm" and not args.model:
         raise RadsteerError("--model-kind hf_causal_lm needs --model (a local model directory)")
@@ -53,11 +57,11 @@ def run(args: argparse.Namespace) -> int:
     corpus = Path(args.corpus)
     if not corpus.is_file():
         raise RadsteerError(f"--corpus {corpus}: file not found (a JSONL file with one {{\"id\", \"text\"}} per line)")
-    if args.threads is not None:
+    if config.ui.threads is not None:
         import torch
 
-        torch.set_num_threads(max(1, args.threads))
+        torch.set_num_threads(config.ui.threads)
     adapter = load_adapter(args.model_kind, args.model, dtype=args.dtype, device="cpu")
-    result = train_sae(adapter, corpus, Path(args.out), settings, force=args.force, progress=not args.no_progress)
+    result = train_sae(adapter, corpus, Path(args.out), settings, force=args.force, progress=not config.ui.no_progress)
     print(f"radsteer sae: {result.summary()}")
     return 0

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import argparse
 
+from protocols.config import add_options
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("protocol", help="study protocol (YAML)")
-    parser.add_argument("--runs-dir", default="runs", help="where runs/<name>/ would be written (default: runs)")
+    add_options(parser, "validate")  # --runs-dir (protocols/config.py)
 
 
 def run(args: argparse.Namespace) -> int:
     from protocols.plan import check_study, describe
-    from protocols.study import Study
+    from protocols.runner import study_and_config
 
-    study = Study.from_protocol(args.protocol, args.runs_dir)
+    study, _ = study_and_config(args.protocol, "validate", args)
     study.check_run_dir()
     checked = check_study(study)
     print("radsteer validate: OK")

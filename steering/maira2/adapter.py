@@ -18,7 +18,7 @@ from PIL import Image
 
 from steering.adapters import ModelAdapter
 from steering.errors import RadsteerError
-from steering.maira2.grounding import grounded_to_plain, parse_grounded
+from steering.maira2.grounding import grounded_to_plain, grounding_records, parse_grounded
 from steering.maira2.images import ImageSettings, open_image, pixel_values
 from steering.maira2.modeling import Maira2ForConditionalGeneration
 from steering.maira2.processing import PromptBuilder, find_chat_template
@@ -173,6 +173,14 @@ class Maira2Adapter(ModelAdapter):
     def decode_grounded(self, token_ids: Sequence[int]) -> list[tuple[str, list | None]]:
         """Phrases with their boxes (normalised to the centre-cropped frontal image)."""
         return parse_grounded(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
+
+    @property
+    def grounds_reports(self) -> bool:
+        return self.grounded
+
+    def grounding(self, raw_text: str) -> list[dict[str, Any]] | None:
+        """Grounded reporting: the phrases and boxes the engine stores beside the plain text."""
+        return grounding_records(raw_text) if self.grounded else None
 
     # -- convenience ------------------------------------------------------------------------
     @torch.inference_mode()

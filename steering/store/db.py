@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from steering.errors import RadsteerError
 from steering.store import schema
+from steering.store.annotation_repo import AnnotationRepositoryMixin
 from steering.store.location import DB_FILENAME, public_url, record_url, resolve_url
 from steering.store.reader_study import ReaderStudyMixin
 from steering.store.repositories import RepositoryMixin
@@ -37,7 +38,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
-class StudyStore(ReaderStudyMixin, RepositoryMixin):
+class StudyStore(ReaderStudyMixin, RepositoryMixin, AnnotationRepositoryMixin):
     """Access to one study's database.
 
     >>> store = StudyStore.open("runs/demo")          # runs/demo/study.sqlite
@@ -47,7 +48,10 @@ class StudyStore(ReaderStudyMixin, RepositoryMixin):
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         try:
-            self.engine: Engine = create_engine(url, echo=echo, future=True, pool_pre_ping=True)
+            # a ping per checkout guards against a server that dropped the connection; a SQLite
+            # file has no server, and the ping is a statement per annotation request (issue 14)
+            self.engine: Engine = create_engine(url, echo=echo, future=True,
+                                                pool_pre_ping=not url.startswith("sqlite"))
         except (SQLAlchemyError, ImportError) as exc:  # unknown dialect, missing driver
             raise RadsteerError(f"study store {public_url(url)}: {str(exc).splitlines()[0]}") from None
         if self.engine.dialect.name == "sqlite":
@@ -153,6 +157,20 @@ class StudyStore(ReaderStudyMixin, RepositoryMixin):
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt)]
 
+    def rows_in(self, table: str, column: str, values: Iterable[Any], **where: Any) -> list[dict[str, Any]]:
+        """Rows of `table` whose `column` is one of `values` (and matching `where`): a part of a big
+        table — e.g. one Ray shard's verdicts — without reading the whole of it."""
+        t = TABLES[table]
+        values = list(dict.fromkeys(values))
+        out: list[dict[str, Any]] = []
+        with self.engine.connect() as conn:
+            for i in range(0, len(values), 500):
+                stmt = select(t).where(t.c[column].in_(values[i : i + 500]))
+                for col, value in where.items():
+                    stmt = stmt.where(t.c[col] == value)
+                out.extend(dict(r._mapping) for r in conn.execute(stmt))
+        return out
+
     def count(self, table: str) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(TABLES[table])).scalar_one())
@@ -196,6 +214,17 @@ class StudyStore(ReaderStudyMixin, RepositoryMixin):
             for group in groups.values():
                 n += self.insert_ignore("generations", group, conn=conn)
         return n
+
+    def generation_groundings(self, generation_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+        """The stored phrases-with-boxes of these generations (only those generated grounded)."""
+        t = schema.generations
+        ids = sorted({int(i) for i in generation_ids})
+        out: dict[int, list[dict[str, Any]]] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                stmt = select(t.c.id, t.c.grounding).where(t.c.id.in_(ids[i : i + 500]), t.c.grounding.is_not(None))
+                out.update({int(r.id): r.grounding for r in conn.execute(stmt) if isinstance(r.grounding, list)})
+        return out
 
     def generations_with_baselines(self) -> pd.DataFrame:
         """Each steered generation beside its case's baseline (same settings, α = 0).

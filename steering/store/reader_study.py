@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from steering.store.schema import adjudications, sessions
 
@@ -21,6 +21,10 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value
+
+
+_SESSION = select(sessions).where(sessions.c.token_hash == bindparam("token_hash"))
+"""Looked up on every request of the annotation app: built once."""
 
 
 class ReaderStudyMixin:
@@ -38,8 +42,8 @@ class ReaderStudyMixin:
 
     def session(self, token_hash: str) -> dict[str, Any] | None:
         """The session row of this token hash (annotator, credential, created_at, expires_at), if any."""
-        with self.engine.connect() as conn:
-            row = conn.execute(select(sessions).where(sessions.c.token_hash == token_hash)).first()
+        with self._reads().connect() as conn:  # type: ignore[attr-defined]  # autocommit: no BEGIN/ROLLBACK
+            row = conn.execute(_SESSION, {"token_hash": token_hash}).first()
         if row is None:
             return None
         out = dict(row._mapping)

@@ -68,6 +68,10 @@ generations = Table(
     # why a row failed (finish_reason "error", e.g. non-finite logits); NULL for a report
     Column("error", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), server_default=func.now()),
+    # grounded reports (MAIRA-2 `model.grounded`): [{"text", "boxes": [[x0, y0, x1, y1], …]}] in report
+    # order, boxes normalised to the frontal image; NULL when the model was not asked to ground (`text` is
+    # always the plain report the evaluators read)
+    Column("grounding", JSON, nullable=True),
     UniqueConstraint("case_id", "feature_id", "alpha", "settings_hash", name="uq_generation"),
 )
 
