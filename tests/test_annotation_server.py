@@ -225,6 +225,58 @@ def test_every_refusal_is_polite(study, caplog) -> None:
         srv.close()
 
 
+def test_api_calls_reuse_one_gradio_session_per_login_and_raw_inputs_are_checked(study, caplog) -> None:
+    """The reader's loop without Gradio's per-call session state and per-component processing
+    (issue 14): API calls without `session_hash` share one Gradio session per login (named by a
+    hash, never the cookie), hostile bodies and raw values of the wrong type are refused politely,
+    and nothing but a valid answer is stored."""
+    store, accounts = study
+    srv = Server(store, "change", accounts)
+    caplog.set_level(logging.INFO)
+    holder = srv.app.blocks.state_holder
+    try:
+        with closing(srv.client("alice")) as alice, closing(srv.client("bob")) as bob:
+            before = set(holder.session_data)
+            for _ in range(3):
+                assert call(alice, "next_item", "change")[0] == 200
+                assert call(bob, "next_item", "change")[0] == 200
+            named = set(holder.session_data) - before
+            assert len(named) == 2 and all(n.startswith("rs-") for n in named)
+            assert not any(alice.cookies[COOKIE] in n or bob.cookies[COOKIE] in n for n in named)
+            # a client that names its own session keeps it
+            r = alice.post("/gradio_api/run/next_item", json={"data": ["change"], "session_hash": "mine-123"})
+            assert r.status_code == 200 and "mine-123" in holder.session_data
+            ref = ref_of(call(alice, "next_item", "change")[1])
+            # raw values of the wrong type (no Gradio preprocessing on these events)
+            for args in (([ref], "on", "yes", "yes", None, None, "", False), ({"r": ref}, "on", "yes", "yes", None, None,
+                                                                               "", False),
+                         (ref, ["on"], "yes", "yes", None, None, "", False), (ref, "on", "yes", "yes", None, None,
+                                                                             {"x": 1}, False),
+                         (ref, 3, "yes", "yes", None, None, "", False)):
+                status, body = call(alice, "submit", *args)
+                assert status != 200 and "error" in body, (args, body)
+            assert call(alice, "next_item", ["change"])[0] != 200 and call(alice, "skip", 7)[0] != 200
+            # bodies that are not a small JSON object: refused, never a hang or a server error
+            bad = [b"not json", b"[1, 2]", b'{"data": "x"}', b"\xff\xfe"]
+            for content in bad:
+                r = alice.post("/gradio_api/run/next_item", content=content,
+                               headers={"content-type": "application/json"})
+                assert 400 <= r.status_code < 500 or "error" in r.text, (content, r.status_code)
+
+            def chunks():  # a large body in pieces: passed on unread, Gradio refuses it
+                for _ in range(40):
+                    yield b"x" * 16384
+
+            r = alice.post("/gradio_api/run/next_item", content=chunks(), headers={"content-type": "application/json"})
+            assert 400 <= r.status_code < 500
+            assert call(alice, "submit", ref, "on", "yes", "yes", None, None, "ok", True)[0] == 200
+        rows = store.rows("annotations")
+        assert len(rows) == 1 and rows[0]["answers"]["comment"] == "ok" and rows[0]["answers"]["flagged"] is True
+        assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    finally:
+        srv.close()
+
+
 # ---- images ---------------------------------------------------------------------------------------
 
 
