@@ -434,12 +434,14 @@ def run_dir_protocol(run_dir: str | os.PathLike[str]) -> tuple[Any, Path | None]
     frozen = run_dir / "protocol.yaml"
     if not frozen.exists():
         return None, None
-    loaded = load_protocol(frozen, strict_env=False)
     try:
         original = read_manifest(run_dir).get("protocol_path")
     except ValueError:
         original = None
     base = Path(original).parent if original else run_dir
+    # relative paths the loader follows (features.select's interpretations.csv, features.items_file)
+    # are the original protocol's, not the run directory's
+    loaded = load_protocol(frozen, strict_env=False, base=base)
     return loaded.protocol, base
 
 

@@ -122,10 +122,14 @@ def _expand_env(value: Any, path: tuple, file: Path, lines: dict[tuple, int], st
     return _ENV.sub(sub, value)
 
 
-def load_protocol(path: str | os.PathLike[str], *, strict_env: bool = True) -> LoadedProtocol:
+def load_protocol(path: str | os.PathLike[str], *, strict_env: bool = True,
+                  base: str | os.PathLike[str] | None = None) -> LoadedProtocol:
     """Load and validate; `strict_env=False` leaves unset ${VARS} as written (reading a frozen
-    protocol's settings on a machine that lacks the run's environment)."""
+    protocol's settings on a machine that lacks the run's environment). `base`: the directory that
+    `features.items_file` and `features.select.interpretations` are relative to (default: the file's;
+    a run directory's frozen copy passes its original protocol's)."""
     file = Path(path)
+    rel = Path(base) if base is not None else file.parent
     if not file.exists():
         raise RadsteerError(f"protocol file not found: {file}")
     try:
@@ -144,8 +148,8 @@ def load_protocol(path: str | os.PathLike[str], *, strict_env: bool = True) -> L
     refuse_duplicate_keys(node, file)
     lines = _line_index(node) if node is not None else {}
     data = _expand_env(data, (), file, lines, strict_env)
-    _merge_items_file(data, file, lines)
-    _merge_selection(data, file, lines)
+    _merge_items_file(data, file, lines, rel)
+    _merge_selection(data, file, lines, rel)
     try:
         protocol = Protocol.model_validate(data)
     except ValidationError as exc:
@@ -159,14 +163,14 @@ def load_protocol(path: str | os.PathLike[str], *, strict_env: bool = True) -> L
     return LoadedProtocol(protocol=protocol, path=file.resolve(), text=text, lines=lines)
 
 
-def _merge_items_file(data: dict[str, Any], file: Path, lines: dict[tuple, int]) -> None:
+def _merge_items_file(data: dict[str, Any], file: Path, lines: dict[tuple, int], rel: Path) -> None:
     """Append the items of `features.items_file` (YAML list or JSONL) to `features.items`."""
     features = data.get("features")
     if not isinstance(features, dict) or not features.get("items_file"):
         return
     where = f"{file}:{_line_of(lines, ('features', 'items_file'))}: features.items_file"
     path = Path(str(features["items_file"])).expanduser()
-    path = path if path.is_absolute() else file.parent / path
+    path = path if path.is_absolute() else rel / path
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -202,7 +206,7 @@ def _merge_items_file(data: dict[str, Any], file: Path, lines: dict[tuple, int])
     features["items"] = [*(features.get("items") or []), *(item for _, item in items)]
 
 
-def _merge_selection(data: dict[str, Any], file: Path, lines: dict[tuple, int]) -> None:
+def _merge_selection(data: dict[str, Any], file: Path, lines: dict[tuple, int], rel: Path) -> None:
     """Append the features chosen by `features.select` from an interpretations.csv to `features.items`
     (explicit items first and unchanged; the chosen ones in order of F1)."""
     features = data.get("features")
@@ -220,7 +224,7 @@ def _merge_selection(data: dict[str, Any], file: Path, lines: dict[tuple, int]) 
                             f"{err['msg'].removeprefix('Value error, ')}") from None
     where = f"{file}:{_line_of(lines, ('features', 'select', 'interpretations'))}: features.select.interpretations"
     path = Path(spec.interpretations).expanduser()
-    path = path if path.is_absolute() else file.parent / path
+    path = path if path.is_absolute() else rel / path
     explicit = {str(i.get("id")) for i in (features.get("items") or []) if isinstance(i, dict)}
     chosen = select_features(path, spec, where=where, exclude=explicit)
     features["items"] = [*(features.get("items") or []), *chosen]

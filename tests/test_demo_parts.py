@@ -91,3 +91,33 @@ def test_select_one_feature_per_target(tmp_path) -> None:
     assert [r["id"] for r in select_features(csv, spec, where="t")] == ["f1", "f4", "f5"]
     spec = spec.model_copy(update={"max_features": 2})
     assert [r["id"] for r in select_features(csv, spec, where="t")] == ["f1", "f4"]
+
+
+def test_a_run_dirs_frozen_protocol_selects_from_the_original_protocols_interpretations(tmp_path) -> None:
+    """`radsteer run` re-reads runs/<study>/protocol.yaml (evaluate's execution settings): its relative
+    `features.select.interpretations` is the original protocol's, not the run directory's."""
+    import json
+
+    from protocols.config import run_dir_protocol
+
+    proto = install_demo_with_interpretations(tmp_path)
+    run_dir = tmp_path / "runs" / "demo"
+    run_dir.mkdir(parents=True)
+    (run_dir / "protocol.yaml").write_bytes(proto.read_bytes())
+    (run_dir / "manifest.json").write_text(json.dumps({"protocol_path": str(proto)}))
+    protocol, base = run_dir_protocol(run_dir)
+    assert base == tmp_path and [i.id for i in protocol.features.items] == ["f1"]
+    (run_dir / "manifest.json").write_text("{}")  # no original recorded: relative to the run directory
+    with pytest.raises(RadsteerError, match="interpretations.csv not found"):
+        run_dir_protocol(run_dir)
+
+
+def install_demo_with_interpretations(out):
+    from protocols.commands.demo import install_demo
+
+    proto = install_demo(out)
+    csv = out / "runs" / "demo-features" / "stats" / "interpretations.csv"
+    csv.parent.mkdir(parents=True)
+    pd.DataFrame({"feature_id": ["f1", "f2"], "description": ["pacemaker", "x"], "targets": ["pacemaker", ""],
+                  "explainer": "lexicon", "f1": [0.9, 0.2]}).to_csv(csv, index=False)
+    return proto

@@ -20,12 +20,15 @@ CASE = {"indication": "Cough.", "technique": "PA chest.", "comparison": "None.",
 
 def test_few_shot_prompt_ends_in_the_cases_findings_header() -> None:
     text = few_shot_prompt(CASE)
-    assert text.endswith("INDICATION: Cough.\nCOMPARISON: None.\nPRIOR REPORT: Mild cardiomegaly.\nFINDINGS:")
+    assert text.endswith("INDICATION: Cough.\nCOMPARISON: None.\nPRIOR REPORT: Mild cardiomegaly.\n"
+                         "TECHNIQUE: PA chest.\nFINDINGS:")  # the chest technique right before the cue
     assert text.count("FINDINGS:") == len(EXAMPLES) + 1
-    for _, _, _, findings in EXAMPLES:  # every example ends at the blank line the stop sequence catches
-        assert f"FINDINGS: {findings}\n\n" in text
+    for example in EXAMPLES:  # every example ends at the blank line the stop sequence catches
+        assert f"FINDINGS: {example['findings']}\n\n" in text
     assert "\n" in STOP
-    assert "PRIOR REPORT" not in few_shot_prompt({"indication": "x", "comparison": "None."}).split("\n\n")[-1]
+    last = few_shot_prompt({"indication": "x", "comparison": "None."}).split("\n\n")[-1]
+    assert last == "INDICATION: x\nCOMPARISON: None.\nFINDINGS:"  # optional sections left out, required ones kept
+    assert few_shot_prompt({}).split("\n\n")[-1] == "INDICATION: N/A\nCOMPARISON: N/A\nFINDINGS:"
 
 
 def test_prompt_styles() -> None:
