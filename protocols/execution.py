@@ -15,7 +15,6 @@ actors (steering.distributed.RayPool) serves every command; what differs is each
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
 from functools import partial
@@ -28,6 +27,7 @@ from steering.distributed import (
     RaySweep,
     RaySweepReport,
     assigned_gpu_ids,
+    cases_per_shard,
     check_store_for_ray,
     shard,
     worker_device,
@@ -102,7 +102,7 @@ def evaluate_on_ray(store_url: str, options: ExecutionOptions, *, extractor: str
     by_case: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_case.setdefault(str(r["case_id"]), []).append(r)
-    per_task = options.cases_per_task or max(1, math.ceil(len(by_case) / (4 * options.workers)))
+    per_task = cases_per_shard(len(by_case), len(rows), options)
     parts = [[r for c in ids for r in by_case[c]] for ids in shard(sorted(by_case), per_task)]
     summary = EvaluationSummary(generations=len(rows))
     job = partial(EvaluateJob, store_url, {"extractor": extractor, "extractor_options": dict(extractor_options),

@@ -41,7 +41,7 @@ class ExecutionOptions:
     cpus_per_worker: float = 1.0
     threads_per_worker: int = 1  # torch threads in each worker
     address: str | None = None  # join this Ray cluster; None: start a local Ray for this run
-    cases_per_task: int | None = None  # None: about four shards per worker
+    cases_per_task: int | None = None  # None: `cases_per_shard` (about four shards per worker, full batches)
     max_restarts: int = 3  # per worker, after its process died
 
 
@@ -58,6 +58,7 @@ class EngineInfo:
     device: str
     prompt: str | None
     cpu: dict[str, Any]
+    batch_size: int = 1
 
 
 def engine_info(engine: Any) -> EngineInfo:
@@ -68,7 +69,8 @@ def engine_info(engine: Any) -> EngineInfo:
                       layer_module=adapter.layer_module_path(engine.spec.layer),
                       settings_hash=engine.settings_hash(), describe=engine.describe(),
                       dtype=str(adapter.dtype).removeprefix("torch."), device=str(adapter.device),
-                      prompt=getattr(adapter, "prompt_style", None), cpu=cpu_info())
+                      prompt=getattr(adapter, "prompt_style", None), cpu=cpu_info(),
+                      batch_size=int(engine.batch_size))
 
 
 @dataclass
@@ -239,6 +241,34 @@ def shard(case_ids: Sequence[str], per_task: int) -> list[list[str]]:
     return [list(case_ids[i:i + per_task]) for i in range(0, len(case_ids), per_task)]
 
 
+def cases_per_shard(n_cases: int, n_rows: int, options: ExecutionOptions, batch_size: int = 1) -> int:
+    """Cases in one shard of work: `options.cases_per_task` when set, else about four shards per
+    worker (the last ones balance the workers, and a dead worker's re-run is small), but never
+    fewer rows in a shard than four batches: a shard's last batch is its only partly filled one,
+    and on small sweeps (9 rows a case, batches of 8) one-case shards ran 16 half-empty batches
+    where one process ran 9 full ones. Capped at an equal split, so every worker gets work."""
+    if options.cases_per_task:
+        return options.cases_per_task
+    if n_cases < 1:
+        return 1
+    balance = math.ceil(n_cases / (4 * options.workers))
+    fill = math.ceil(4 * batch_size * n_cases / max(1, n_rows))
+    return max(1, min(max(balance, fill), math.ceil(n_cases / options.workers)))
+
+
+def fill_order(busy: Sequence[int], per_worker: int, queued: int) -> list[int]:
+    """Which workers get the next queued parts, given how many each is running: one part to every
+    worker before a second to any (filling the first worker up first left the second idle whenever
+    there were no more parts than workers × per_worker)."""
+    busy, order = list(busy), []
+    for depth in range(1, per_worker + 1):
+        for i, n in enumerate(busy):
+            if len(order) < queued and n < depth:
+                busy[i] += 1
+                order.append(i)
+    return order
+
+
 def _ray():
     try:
         import ray
@@ -322,10 +352,10 @@ class RayPool:
         alive = list(self.actors)
         inflight: dict[Any, tuple[Any, Any]] = {}
         while queue or inflight:
-            for actor in alive:
-                while queue and sum(1 for a, _ in inflight.values() if a is actor) < per_worker:
-                    part = queue.popleft()
-                    inflight[actor.run.remote(part)] = (actor, part)
+            busy = [sum(1 for a, _ in inflight.values() if a is actor) for actor in alive]
+            for i in fill_order(busy, per_worker, len(queue)):
+                part = queue.popleft()
+                inflight[alive[i].run.remote(part)] = (alive[i], part)
             if not inflight:
                 raise RadsteerError(f"every Ray worker died and could not be restarted; {len(queue)} shards of "
                                     "work are left (run the command again to finish them)")
@@ -388,7 +418,7 @@ class RaySweep:
             by_case: dict[str, list[Any]] = defaultdict(list)
             for r in todo:
                 by_case[r.case_id].append(r)
-            per_task = o.cases_per_task or max(1, math.ceil(len(by_case) / (4 * o.workers)))
+            per_task = cases_per_shard(len(by_case), len(todo), o, info.batch_size)
             parts = [({c: cases[c] for c in ids}, [r for c in ids for r in by_case[c]])
                      for ids in shard(list(by_case), per_task)]
             report = RaySweepReport(planned=len(rows), already_stored=len(rows) - len(todo), generated=0,

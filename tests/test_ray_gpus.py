@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from steering.distributed import ExecutionOptions, RayPool, worker_device
+from steering.distributed import ExecutionOptions, RayPool, cases_per_shard, fill_order, worker_device
 from steering.errors import RadsteerError
 from tests.helpers_ray import ray_or_skip
 
@@ -19,6 +19,27 @@ def test_worker_device_is_the_assigned_gpu_else_the_cpu() -> None:
     assert worker_device("cpu", []) == "cpu"
     with pytest.raises(RadsteerError, match="gpus_per_worker"):
         worker_device("cuda", [])
+
+
+def test_shards_hold_full_batches_but_still_split_the_work() -> None:
+    two = ExecutionOptions(executor="ray", workers=2)
+    # 8 cases × 9 rows, batches of 8: one-case shards would each end in a 1-row batch (16 batches
+    # where one process runs 9); 4 cases a shard → 36 rows = 5 batches on each worker
+    assert cases_per_shard(8, 72, two, batch_size=8) == 4
+    # paper scale: 1,729 rows a case fill batches anyway → about four shards per worker
+    assert cases_per_shard(200, 200 * 1729, two, batch_size=8) == 25
+    # never more than an equal split: every worker gets a shard
+    assert cases_per_shard(3, 3, two, batch_size=64) == 2
+    assert cases_per_shard(8, 72, ExecutionOptions(executor="ray", workers=2, cases_per_task=1), 8) == 1
+    assert cases_per_shard(0, 0, two, 8) == 1
+
+
+def test_parts_go_to_every_worker_before_a_second_to_any() -> None:
+    assert fill_order([0, 0], 2, 2) == [0, 1]  # two shards, two workers: one each (not both on the first)
+    assert fill_order([0, 0], 2, 8) == [0, 1, 0, 1]
+    assert fill_order([2, 0], 2, 1) == [1]  # the idle worker first
+    assert fill_order([1, 2, 0], 2, 5) == [2, 0, 2]
+    assert fill_order([0, 0], 2, 0) == []
 
 
 @pytest.mark.ray
