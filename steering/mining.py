@@ -523,13 +523,7 @@ class FeatureMiner:
                 todo = [b for b in batch if b[0].doc_id not in done]
                 if not todo:
                     continue
-                report.docs_truncated += sum(len(ids) > self.settings.max_length for _, ids in todo)
-                acts = self.activations(todo)
-                state.update(acts)
-                pending.extend(acts.doc_ids)
-                report.docs_mined += len(todo)
-                report.tokens_mined += int(acts.acts.shape[0])
-                report.batches += 1
+                pending.extend(self._mine_batch(todo, state, report))
                 bar.update(len(todo))
                 if report.batches % self.checkpoint_every == 0:
                     self._checkpoint(store, key, state, pending)
@@ -555,13 +549,19 @@ class FeatureMiner:
             todo = [b for b in batch if b[0].doc_id not in skip]
             if not todo:
                 continue
-            report.docs_truncated += sum(len(ids) > self.settings.max_length for _, ids in todo)
-            acts = self.activations(todo)
-            state.update(acts)
-            report.docs_mined += len(todo)
-            report.tokens_mined += int(acts.acts.shape[0])
-            report.batches += 1
+            self._mine_batch(todo, state, report)
         return state, report
+
+    def _mine_batch(self, todo: list, state: MiningState, report: MiningReport) -> list[str]:
+        """One forward pass folded into `state` and counted in `report` (the local run and a Ray
+        shard mine the same way); the ids of the documents it covered."""
+        report.docs_truncated += sum(len(ids) > self.settings.max_length for _, ids in todo)
+        acts = self.activations(todo)
+        state.update(acts)
+        report.docs_mined += len(todo)
+        report.tokens_mined += int(acts.acts.shape[0])
+        report.batches += 1
+        return list(acts.doc_ids)
 
     def _done(self, store: StudyStore, key: str, doc_ids: list[str]) -> set[str]:
         return store.mined_documents(key, doc_ids)

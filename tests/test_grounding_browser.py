@@ -14,9 +14,11 @@ from PIL import Image
 
 from annotation_ui.views import drawable_boxes, grounding_html
 from steering.store import BASELINE_FEATURE, StudyStore
+from tests import test_annotation_browser
 from tests.helpers_annotation import Server
-from tests.test_annotation_browser import ARGS, CHROMIUM
+from tests.test_annotation_browser import CHROMIUM
 
+browser = test_annotation_browser.browser  # the same module-scoped headless Chromium fixture
 pytestmark = [
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"Debian chromium not installed at {CHROMIUM}"),
     pytest.mark.timeout(180),
@@ -47,15 +49,6 @@ def test_malformed_boxes_are_dropped_or_clamped() -> None:
     svg, legend = grounding_html({"baseline": BASELINE, "steered": STEERED})
     assert "<script" not in svg + legend and "&lt;script&gt;" in svg and "&lt;script&gt;" in legend
     assert svg.count("<rect") == 5
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 def _study(run_dir: Path) -> StudyStore:
