@@ -66,19 +66,19 @@ def sweep_on_ray(study: Study, options: ExecutionOptions, *, progress: bool = Tr
     study.check_run_dir()
     check_store_for_ray(resolve_url(study.run_dir), options)  # before anything is written
     _ = study.cases  # read and check the cases before any worker starts
-    bank = study.load_bank()
-    rows = study.planned_rows(bank)
     with study.open_store() as store:
         url = store.url
     factory = partial(build_worker_engine, str(study.loaded.path.resolve()), str(study.run_dir.parent.resolve()),
                       study.limit)
+    with RaySweep(factory, url, options) as ray_sweep:  # the workers load the model while this plans the rows
+        bank = study.load_bank()
+        rows = study.planned_rows(bank)
 
-    def ready(info) -> None:
-        with study.open_store() as store:
-            study.record(store, info, bank)
+        def ready(info) -> None:
+            with study.open_store() as store:
+                study.record(store, info, bank)
 
-    return RaySweep(factory, url, options).run(study.cases, rows, progress=progress, on_ready=ready,
-                                               on_workers=on_workers)
+        return ray_sweep.run(study.cases, rows, progress=progress, on_ready=ready, on_workers=on_workers)
 
 
 def evaluate_on_ray(store_url: str, options: ExecutionOptions, *, extractor: str,

@@ -135,7 +135,7 @@ class CostPlan:
 def plan_costs(checked: CheckedStudy, config=None) -> CostPlan:
     """Count the rows, tokens and judge calls of a run without loading a model or writing
     (`config`: the run's resolved settings, whose judge may differ from the protocol's)."""
-    from steering.engine import plan_rows
+    from steering.plan import plan_rows
 
     study = checked.study
     p = study.protocol

@@ -291,7 +291,7 @@ class Study:
             raise RadsteerError(f"{self.loaded.where('alphas', p.alphas.index(alpha))}: {message}")
 
     def planned_rows(self, bank):
-        from steering.engine import plan_rows
+        from steering.plan import plan_rows  # no torch: a Ray driver plans while its workers load
 
         ids = self.feature_ids(bank)
         if not ids:

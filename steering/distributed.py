@@ -293,7 +293,7 @@ class RayPool:
         self.factory, self.options = job_factory, options
         self.ray = _ray()
         self.actors: list[Any] = []
-        self.pids: dict[Any, int] = {}
+        self._pids: dict[Any, int] | None = None
         self.restarts = 0
         self._started = False
 
@@ -302,22 +302,32 @@ class RayPool:
         return start_ray(self.options)
 
     def __enter__(self) -> RayPool:
+        """Start Ray and the workers, without waiting for them: each builds its job (loads a model)
+        in the background while this process does its own preparation (planning the rows)."""
         ray, o = self.ray, self.options
         self._started = self._start_ray()
         try:
             actor_cls = ray.remote(num_cpus=o.cpus_per_worker, num_gpus=o.gpus_per_worker or None,
                                    max_restarts=o.max_restarts, max_task_retries=-1)(ShardWorker)
             self.actors = [actor_cls.remote(self.factory, o.threads_per_worker) for _ in range(o.workers)]
-            self.pids = dict(zip(self.actors, self.get([a.pid.remote() for a in self.actors])))
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
+    @property
+    def pids(self) -> dict[Any, int]:
+        """Each worker's process id, once every worker has built its job (waits for that; a job
+        that could not be built is raised here as its one-line RadsteerError)."""
+        if self._pids is None:
+            self._pids = dict(zip(self.actors, self.get([a.pid.remote() for a in self.actors])))
+        return self._pids
+
     def __exit__(self, *exc: object) -> None:
         for a in self.actors:
             self.ray.kill(a, no_restart=True)
         self.actors = []
+        self._pids = None
         if self._started:
             self.ray.shutdown()
             self._started = False
@@ -348,6 +358,7 @@ class RayPool:
         ray = self.ray
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+        pids = self.pids
         queue = deque(parts)
         alive = list(self.actors)
         inflight: dict[Any, tuple[Any, Any]] = {}
@@ -368,25 +379,40 @@ class RayPool:
                     alive.remove(actor)
                 queue.appendleft(part)
                 continue
-            if self.pids.get(actor) != res["pid"]:  # Ray restarted this worker (a new process)
+            if pids.get(actor) != res["pid"]:  # Ray restarted this worker (a new process)
                 self.restarts += 1
-                self.pids[actor] = res["pid"]
+                pids[actor] = res["pid"]
             on_result(part, res["out"])
 
 
 class RaySweep:
     """The sweep on a RayPool: shards of whole cases, rows written by the workers.
 
-    `on_ready(info)` runs on the driver once the workers have built their engines and before
-    any row is generated (the caller records the manifest there). `on_workers(pids)` is for
-    tests and monitoring: the workers' process ids, once they are up."""
+    Used as a context manager, the workers start loading their models on entry, so the caller
+    can plan the rows meanwhile (on a small machine the driver's planning and the workers'
+    start-up were a third of a short sweep, one after the other); `run` alone starts and stops
+    its own pool. `on_ready(info)` runs on the driver once the workers have built their engines
+    and before any row is generated (the caller records the manifest there). `on_workers(pids)`
+    is for tests and monitoring: the workers' process ids, once they are up."""
 
     def __init__(self, engine_factory: Callable[[], Any], store_url: str, options: ExecutionOptions) -> None:
         if options.workers < 1:
             raise RadsteerError(f"workers must be ≥ 1, not {options.workers}")
         check_store_for_ray(store_url, options)
         self.factory, self.store_url, self.options = engine_factory, store_url, options
+        self._pool: RayPool | None = None
+        self._start = 0.0
         _ray()
+
+    def __enter__(self) -> RaySweep:
+        self._start = time.perf_counter()
+        self._pool = RayPool(partial(SweepJob, self.factory, self.store_url), self.options).__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.__exit__(*exc)
 
     def run(
         self,
@@ -399,43 +425,44 @@ class RaySweep:
     ) -> RaySweepReport:
         from tqdm.auto import tqdm
 
-        start = time.perf_counter()
-        o = self.options
-        with RayPool(partial(SweepJob, self.factory, self.store_url), o) as pool:
-            infos = pool.call_all("info")
-            if len({i.settings_hash for i in infos}) != 1:
-                raise RadsteerError("the Ray workers built different engines (settings hashes "
-                                    f"{sorted({i.settings_hash for i in infos})}); give every node the same "
-                                    "model files and package versions")
-            info = infos[0]
-            if on_ready is not None:
-                on_ready(info)
-            if on_workers is not None:
-                on_workers(list(pool.pids.values()))
-            with StudyStore(self.store_url) as store:
-                done = store.generation_keys(info.settings_hash)
-            todo = [r for r in rows if r.key() not in done]
-            by_case: dict[str, list[Any]] = defaultdict(list)
-            for r in todo:
-                by_case[r.case_id].append(r)
-            per_task = cases_per_shard(len(by_case), len(todo), o, info.batch_size)
-            parts = [({c: cases[c] for c in ids}, [r for c in ids for r in by_case[c]])
-                     for ids in shard(list(by_case), per_task)]
-            report = RaySweepReport(planned=len(rows), already_stored=len(rows) - len(todo), generated=0,
-                                    batches=0, seconds=0.0, workers=o.workers, shards=len(parts))
-            bar = tqdm(total=len(todo), unit="row", desc=f"generating on {o.workers} Ray workers",
-                       disable=not progress, dynamic_ncols=True)
+        if self._pool is None:
+            with self:
+                return self.run(cases, rows, progress=progress, on_ready=on_ready, on_workers=on_workers)
+        start, o, pool = self._start, self.options, self._pool
+        infos = pool.call_all("info")
+        if len({i.settings_hash for i in infos}) != 1:
+            raise RadsteerError("the Ray workers built different engines (settings hashes "
+                                f"{sorted({i.settings_hash for i in infos})}); give every node the same "
+                                "model files and package versions")
+        info = infos[0]
+        if on_ready is not None:
+            on_ready(info)
+        if on_workers is not None:
+            on_workers(list(pool.pids.values()))
+        with StudyStore(self.store_url) as store:
+            done = store.generation_keys(info.settings_hash)
+        todo = [r for r in rows if r.key() not in done]
+        by_case: dict[str, list[Any]] = defaultdict(list)
+        for r in todo:
+            by_case[r.case_id].append(r)
+        per_task = cases_per_shard(len(by_case), len(todo), o, info.batch_size)
+        parts = [({c: cases[c] for c in ids}, [r for c in ids for r in by_case[c]])
+                 for ids in shard(list(by_case), per_task)]
+        report = RaySweepReport(planned=len(rows), already_stored=len(rows) - len(todo), generated=0,
+                                batches=0, seconds=0.0, workers=o.workers, shards=len(parts))
+        bar = tqdm(total=len(todo), unit="row", desc=f"generating on {o.workers} Ray workers",
+                   disable=not progress, dynamic_ncols=True)
 
-            def done_part(part: Any, out: dict[str, Any]) -> None:
-                report.batches += out["batches"]
-                report.per_case_extras.update(out["extras"])
-                bar.update(len(part[1]))
+        def done_part(part: Any, out: dict[str, Any]) -> None:
+            report.batches += out["batches"]
+            report.per_case_extras.update(out["extras"])
+            bar.update(len(part[1]))
 
-            try:
-                pool.map(parts, done_part)
-            finally:
-                bar.close()
-            report.worker_restarts = pool.restarts
+        try:
+            pool.map(parts, done_part)
+        finally:
+            bar.close()
+        report.worker_restarts = pool.restarts
         report.generated = len(todo)
         wanted = {r.key() for r in todo}
         with StudyStore(self.store_url) as store:

@@ -26,8 +26,9 @@ from steering.batching import BatchSizer, padding_fraction
 from steering.errors import RadsteerError
 from steering.feature_bank import FeatureBank, VectorSpace
 from steering.hooks import PositionPolicy, SteeringHook, prompt_steer_mask
+from steering.plan import PlannedRow, plan_rows  # noqa: F401  (plan_rows: steering.engine's public API)
 from steering.sampling import SeededSampler
-from steering.store import BASELINE_FEATURE, StudyStore, stable_hash
+from steering.store import StudyStore, stable_hash
 
 
 @dataclass(frozen=True)
@@ -117,20 +118,6 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str | None:
     return text[: min(hits)] if hits else None
 
 
-@dataclass(frozen=True)
-class PlannedRow:
-    case_id: str
-    feature_id: str  # BASELINE_FEATURE ("") for the unsteered row
-    alpha: float
-
-    @property
-    def is_baseline(self) -> bool:
-        return self.feature_id == BASELINE_FEATURE
-
-    def key(self) -> tuple[str, str, float]:
-        return (self.case_id, self.feature_id, float(self.alpha))
-
-
 @dataclass
 class GenerationResult:
     row: PlannedRow
@@ -204,15 +191,6 @@ def push_problem(bank: FeatureBank, feature_ids: Sequence[str], alphas: Sequence
                 return a, (f"α = {a:g} pushes feature {fid!r} by α·‖v‖ = {push:.3g}: the next layer norm squares "
                            f"it, which overflows (|α|·max|v| must stay below {square_limit:.3g}); use a smaller |α|")
     return None
-
-
-def plan_rows(case_ids: Sequence[str], feature_ids: Sequence[str], alphas: Sequence[float]) -> list[PlannedRow]:
-    """One baseline per case, then every feature × non-zero α (α = 0 *is* the baseline)."""
-    rows: list[PlannedRow] = []
-    for case_id in case_ids:
-        rows.append(PlannedRow(case_id, BASELINE_FEATURE, 0.0))
-        rows.extend(PlannedRow(case_id, f, float(a)) for f in feature_ids for a in alphas if float(a) != 0.0)
-    return rows
 
 
 class SteeringEngine:

@@ -148,3 +148,26 @@ def test_annotation_repository_round_trip(store: StudyStore) -> None:
     feature, ctx = store.feature_with_contexts("f1", "top", 2)
     assert feature.target_concepts == ["effusion"] and [c.rank for c in ctx] == [0, 1]
     assert store.feature_with_contexts("nope") == (None, [])
+
+
+@pytest.mark.postgres
+def test_queues_written_on_postgres_are_analyzed_for_the_readers_loop(pg_url) -> None:
+    """Queues are written in one go; PostgreSQL's planner must see them (pg_class.reltuples is -1
+    before any ANALYZE), or it plans the reader's status read as a nested loop over every answer."""
+    from sqlalchemy import inspect, text
+
+    from steering.store.annotation_repo import QueueEntry
+
+    with StudyStore(pg_url) as store:
+        store.add_cases([{"case_id": "c1", "inputs": {}, "split": "test"}])
+        store.add_generations([_gen("c1", BASELINE_FEATURE, 0.0), _gen("c1", "f1", 2.0)])
+        reltuples = text("SELECT reltuples FROM pg_class WHERE relname = 'queue_items'")
+        with store.engine.connect() as conn:
+            assert conn.execute(reltuples).scalar() == -1
+        gid = store.steered_generation_ids()[0]
+        assert store.extend_queues("change", lambda _: [QueueEntry(f"r{i}", "change", 0, str(gid))
+                                                        for i in range(3)]) == 3
+        with store.engine.connect() as conn:
+            assert conn.execute(reltuples).scalar() == 3
+        indexes = {i["name"]: i["column_names"] for i in inspect(store.engine).get_indexes("annotations")}
+        assert indexes["ix_annotation_reader"] == ["annotator", "task", "item_key"]

@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -126,6 +127,9 @@ annotations = Table(
     Column("created_at", DateTime(timezone=True), server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), server_default=func.now(), onupdate=func.now()),
     UniqueConstraint("task", "item_key", "annotator", name="uq_annotation"),
+    # a reader's own answers: the reader's loop joins their queue to them on every request, and
+    # uq_annotation (item first) left PostgreSQL scanning all of a task's answers per queued item
+    Index("ix_annotation_reader", "annotator", "task", "item_key"),
 )
 
 queue_items = Table(
