@@ -1,13 +1,15 @@
 """Scale-out, both sides measured in one run.
 
-- ray_speedup_2w: the same sweep (demo model SmolLM2-135M, ≥ 64 rows, greedy) with the local
-  executor on one thread / with 2 Ray workers of one thread each (a local Ray started for the
-  run), back to back, each into a fresh store; the Ray time includes starting Ray and loading
+- ray_speedup_2w: the same sweep (demo model SmolLM2-135M, 16 cases: 144 rows, greedy) with the
+  local executor on one thread / with 2 Ray workers of one thread each (a local Ray started for
+  the run), back to back, each into a fresh store; the Ray time includes starting Ray and loading
   the model in each worker, the local time loading it once. The stored texts must be equal.
+  Each command is then run again on its finished study (every row stored, nothing generated):
+  that is its fixed start-up cost, printed beside the generation-only ratio.
 - pg_annotation_p95_ms: the annotation benchmark (benchmarks/annotation.py: 10 annotators over
   the real HTTP API) with the study on a real PostgreSQL server started for the run.
 
-    python benchmarks/scaleout.py [--cases 8] [--new-tokens 32] [--annotators 10] [--items 50]
+    python benchmarks/scaleout.py [--cases 16] [--new-tokens 32] [--annotators 10] [--items 50]
 
 Last line: `ray_speedup_2w=<x> pg_annotation_p95_ms=<ms>`.
 """
@@ -138,7 +140,7 @@ def annotation_p95(pg: PostgresServer, n_ann: int, n_items: int) -> tuple[float,
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", type=int, default=8)
+    ap.add_argument("--cases", type=int, default=16)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--annotators", type=int, default=10)
     ap.add_argument("--items", type=int, default=50)
@@ -147,11 +149,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         protocol, rows = write_protocol(root, args.cases, args.new_tokens)
+        ray = ("--executor", "ray", "--workers", "2")
         t_local = sweep(protocol, root / "local")
-        t_ray = sweep(protocol, root / "ray", "--executor", "ray", "--workers", "2")
+        t_ray = sweep(protocol, root / "ray", *ray)
         same = texts(root / "local" / "scaleout").equals(texts(root / "ray" / "scaleout"))
         print(f"sweep of {rows} rows ({args.new_tokens} new tokens): local 1 thread {t_local:.1f} s, "
               f"2 Ray workers {t_ray:.1f} s (wall time of each command); identical text: {same}", flush=True)
+        s_local = sweep(protocol, root / "local")  # every row stored: start-up, planning, shut-down
+        s_ray = sweep(protocol, root / "ray", *ray)
+        print(f"fixed cost (the same command again, nothing left to generate): local {s_local:.1f} s, "
+              f"Ray {s_ray:.1f} s; generation alone: local {t_local - s_local:.1f} s, Ray {t_ray - s_ray:.1f} s, "
+              f"ratio {(t_local - s_local) / max(1e-9, t_ray - s_ray):.2f}", flush=True)
     bindir = find_bindir()
     if bindir is None:
         raise SystemExit("PostgreSQL is not installed (apt-get install postgresql)")
@@ -159,6 +167,7 @@ def main() -> int:
         p95, stored, expected = annotation_p95(pg, args.annotators, args.items)
     print(f"load average after: {os.getloadavg()[0]:.2f}", flush=True)
     print(json.dumps({"rows": rows, "local_s": round(t_local, 2), "ray_s": round(t_ray, 2), "identical": same,
+                      "local_fixed_s": round(s_local, 2), "ray_fixed_s": round(s_ray, 2),
                       "stored": stored, "expected": expected}))
     print(f"ray_speedup_2w={t_local / t_ray:.2f} pg_annotation_p95_ms={p95:.1f}")
     return 0 if same and stored == expected else 1
