@@ -102,7 +102,7 @@ def evaluate_on_ray(store_url: str, options: ExecutionOptions, *, extractor: str
     by_case: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_case.setdefault(str(r["case_id"]), []).append(r)
-    per_task = cases_per_shard(len(by_case), len(rows), options)
+    per_task = cases_per_shard([len(by_case[c]) for c in sorted(by_case)], options)
     parts = [[r for c in ids for r in by_case[c]] for ids in shard(sorted(by_case), per_task)]
     summary = EvaluationSummary(generations=len(rows))
     job = partial(EvaluateJob, store_url, {"extractor": extractor, "extractor_options": dict(extractor_options),

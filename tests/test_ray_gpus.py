@@ -25,13 +25,21 @@ def test_shards_hold_full_batches_but_still_split_the_work() -> None:
     two = ExecutionOptions(executor="ray", workers=2)
     # 8 cases × 9 rows, batches of 8: one-case shards would each end in a 1-row batch (16 batches
     # where one process runs 9); 4 cases a shard → 36 rows = 5 batches on each worker
-    assert cases_per_shard(8, 72, two, batch_size=8) == 4
+    assert cases_per_shard([9] * 8, two, batch_size=8) == 4
+    # 16 cases: 4-case shards make 4 × 5 batches (5 on each worker's busiest path twice = 10);
+    # 8-case shards 2 × 9 full batches: 9
+    assert cases_per_shard([9] * 16, two, batch_size=8) == 8
     # paper scale: 1,729 rows a case fill batches anyway → about four shards per worker
-    assert cases_per_shard(200, 200 * 1729, two, batch_size=8) == 25
+    assert cases_per_shard([1729] * 200, two, batch_size=8) == 25
     # never more than an equal split: every worker gets a shard
-    assert cases_per_shard(3, 3, two, batch_size=64) == 2
-    assert cases_per_shard(8, 72, ExecutionOptions(executor="ray", workers=2, cases_per_task=1), 8) == 1
-    assert cases_per_shard(0, 0, two, 8) == 1
+    assert cases_per_shard([1, 1, 1], two, batch_size=64) == 2
+    # uneven cases (a resumed sweep): the shard size that balances the rows (two halves of 13 rows;
+    # one-case shards leave a 10-row case last, on a worker that has 6 rows already)
+    assert cases_per_shard([10, 1, 1, 1, 1, 1, 1, 10], two, batch_size=1) == 4
+    assert cases_per_shard([1, 1, 1, 1, 1, 1, 1, 1], two, batch_size=1) == 1
+    assert cases_per_shard([9] * 8, ExecutionOptions(executor="ray", workers=2, cases_per_task=1), 8) == 1
+    assert cases_per_shard([], two, 8) == 1
+    assert 1 <= cases_per_shard([7] * 10_000, ExecutionOptions(executor="ray", workers=3), 8) <= 3334
 
 
 def test_parts_go_to_every_worker_before_a_second_to_any() -> None:
