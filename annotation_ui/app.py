@@ -549,7 +549,7 @@ def _free_port(host: str, start: int = 7860) -> int:
 
 
 def open_app(run_dir: str | Path, tasks: str | tuple[str, ...] = TASKS, *, annotators: str | Path | None = None,
-             overlap: float = 0.2, seed: int = 0, disagreements_first: bool = False,
+             overlap: float = 0.2, seed: int = 0, disagreements_first: bool = True,
              show_automated: bool = False, assignments: str | Path | None = None) -> AnnotationApp:
     """The app of the study in `run_dir` (annotators file: given, or RUN_DIR/annotators.json if present)."""
     run_dir = Path(run_dir)

@@ -30,7 +30,7 @@ __all__ = ["TASKS", "QueueConfig", "QueueItem", "disagreement_items", "queue_of"
 class QueueConfig:
     overlap: float = 0.2
     seed: int = 0
-    disagreements_first: bool = False
+    disagreements_first: bool = True  # as `radsteer annotate` (annotate.disagreements_first)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap <= 1.0:
