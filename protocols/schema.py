@@ -132,7 +132,7 @@ class SteeringOptions(_Strict):
 
 
 class GenerationOptions(_Strict):
-    max_new_tokens: int = Field(default=64, ge=1, le=4096)
+    max_new_tokens: int = Field(default=64, ge=1, le=4096)  # MAIRA-2 left unset: 300, 450 grounded (Protocol)
     do_sample: bool = False
     temperature: float = Field(default=1.0, gt=0)
     top_p: float = Field(default=1.0, gt=0, le=1)
@@ -241,6 +241,17 @@ class Protocol(_Strict):
     report: ReportOptions = Field(default_factory=ReportOptions)
     execution: ExecutionOptions = Field(default_factory=ExecutionOptions)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _the_models_report_length(self) -> Protocol:
+        """A MAIRA-2 protocol that does not say how long a report may be gets MAIRA-2's official
+        length (300 new tokens, 450 grounded), as `radsteer generate` does, not the 64 of a small
+        text model, which cut MAIRA-2's reports short. Other models keep 64 (and their hash)."""
+        if self.model.kind == "maira2" and "max_new_tokens" not in self.generation.model_fields_set:
+            from steering.maira2.defaults import max_new_tokens
+
+            self.generation.max_new_tokens = max_new_tokens(self.model.grounded)
+        return self
 
     @field_validator("alphas")
     @classmethod

@@ -161,3 +161,18 @@ def test_items_file_errors_name_the_file_and_line(study_root, tmp_path, capsys) 
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert "items.jsonl: line 2: targets:" in err and "valid list" in err
+
+
+def test_maira2_reports_get_maira2s_length_unless_the_protocol_says() -> None:
+    """A MAIRA-2 protocol without generation.max_new_tokens gets the official 300 (450 grounded), as
+    `radsteer generate` does; 64 cut its reports short. Other models keep 64, so their hash too."""
+    from protocols.schema import Protocol
+
+    base = dict(name="x", features={"source": "sae", "path": "ae.pt", "items": [{"id": "f1"}]}, layer=1,
+                alphas=[1.0], cases={"path": "cases.jsonl"})
+    length = lambda **kw: Protocol.model_validate(dict(base, **kw)).generation.max_new_tokens  # noqa: E731
+    assert length(model={"kind": "maira2", "path": "m"}) == 300
+    assert length(model={"kind": "maira2", "path": "m", "grounded": True}, generation={"batch_size": 4}) == 450
+    assert length(model={"kind": "maira2", "path": "m"}, generation={"max_new_tokens": 64}) == 64  # said: kept
+    assert length(model={"kind": "demo"}) == 64
+    assert length(model={"kind": "hf_causal_lm", "path": "m"}) == 64

@@ -18,14 +18,13 @@ from PIL import Image
 
 from steering.adapters import ModelAdapter
 from steering.errors import RadsteerError
+from steering.maira2.defaults import max_new_tokens as official_max_new_tokens
 from steering.maira2.grounding import grounded_to_plain, grounding_records, parse_grounded
 from steering.maira2.images import ImageSettings, open_image, pixel_values
 from steering.maira2.modeling import Maira2ForConditionalGeneration
 from steering.maira2.processing import PromptBuilder, find_chat_template
 
 DEFAULT_LAYER = 15  # the layer of MAIRA-2's released SAE (microsoft/maira-2-sae)
-MAX_NEW_TOKENS = 300  # the official greedy settings: 300 new tokens, 450 for grounded reporting
-MAX_NEW_TOKENS_GROUNDED = 450
 IMAGE_FIELDS = ("frontal", "lateral", "prior_frontal")
 
 
@@ -106,7 +105,7 @@ class Maira2Adapter(ModelAdapter):
 
     @property
     def default_max_new_tokens(self) -> int:
-        return MAX_NEW_TOKENS_GROUNDED if self.grounded else MAX_NEW_TOKENS
+        return official_max_new_tokens(self.grounded)
 
     # -- per case ---------------------------------------------------------------------------
     def prompt_text(self, case: Mapping[str, Any]) -> str:
