@@ -85,3 +85,21 @@ def test_cluster_address_refuses_sqlite_in_one_line(tmp_path, monkeypatch, capsy
     assert main(["sweep", str(protocol), "--workers", "0", "--executor", "ray"]) == 2
     assert "--workers must be ≥ 1" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # refused before anything was written
+
+
+def test_a_worker_whose_job_cannot_be_built_says_why_in_one_line(tmp_path, local_ray) -> None:
+    """The pool does not wait for its workers on entry (they load while the driver plans): a job
+    that cannot be built is the worker's own one-line error at the first call, and the pool leaves
+    a Ray it did not start running."""
+    from functools import partial
+
+    from steering.distributed import RayPool
+    from steering.errors import RadsteerError
+
+    missing = tmp_path / "nowhere" / "protocol.yaml"
+    with pytest.raises(RadsteerError) as err:
+        with RayPool(partial(Study.from_protocol, str(missing), str(tmp_path)), ExecutionOptions(workers=2)) as pool:
+            pool.call_all("info")
+    assert str(err.value).startswith("a Ray worker could not start: ") and str(missing) in str(err.value)
+    assert "\n" not in str(err.value) and "Traceback" not in str(err.value)
+    assert local_ray.is_initialized()
