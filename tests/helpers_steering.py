@@ -21,7 +21,9 @@ def write_tiny_study(
     batch_size: int = 4,
     name: str = "tiny",
     d_sae: int = 6,
+    sections: dict | None = None,
 ) -> Path:
+    """`sections`: further top-level protocol sections (evaluation, execution, ...)."""
     model_dir = root / "model"
     if not model_dir.exists():
         make_tiny_llama(model_dir, seed=5)
@@ -45,7 +47,13 @@ def write_tiny_study(
         "alphas": list(alphas),
         "generation": {"max_new_tokens": max_new_tokens, "batch_size": batch_size},
         "cases": {"path": "cases.jsonl"},
+        **(sections or {}),
     }
     path = root / "protocol.yaml"
     path.write_text(yaml.safe_dump(protocol, sort_keys=False))
     return path
+
+
+def lexicon_and_judge(base_url: str) -> dict:
+    """A protocol's `evaluation:` section: the lexicon extractor and a judge at `base_url` (no key)."""
+    return {"extractor": "lexicon", "judge": {"model": "fake-judge", "base_url": base_url, "api_key_env": None}}

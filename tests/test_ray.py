@@ -16,6 +16,7 @@ from protocols.execution import sweep_on_ray
 from protocols.study import Study
 from steering.distributed import ExecutionOptions
 from steering.store import STORE_URL_ENV, StudyStore
+from tests.helpers_ray import start_local_ray
 from tests.helpers_steering import write_tiny_study
 
 pytestmark = [pytest.mark.ray, pytest.mark.postgres]
@@ -25,13 +26,7 @@ KEY = ["case_id", "feature_id", "alpha", "settings_hash"]
 
 @pytest.fixture
 def local_ray():
-    try:
-        import ray
-    except ImportError:
-        if os.environ.get("RADSTEER_REQUIRE_RAY") == "1":
-            pytest.fail("ray is not installed (pip install 'radsteer[distributed]')", pytrace=False)
-        pytest.skip("ray is not installed (pip install 'radsteer[distributed]')")
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ray = start_local_ray()
     yield ray
     ray.shutdown()
 

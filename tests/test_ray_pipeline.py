@@ -13,7 +13,6 @@ import threading
 import time
 
 import pytest
-import yaml
 
 from evaluation.judge import JudgeConfig, LLMJudge
 from protocols.cli import main
@@ -22,7 +21,7 @@ from steering.distributed import ExecutionOptions
 from steering.store import STORE_URL_ENV, StudyStore, resolve_url
 from tests.helpers_judge import FakeOpenAIServer
 from tests.helpers_ray import ray_or_skip, start_local_ray
-from tests.helpers_steering import write_tiny_study
+from tests.helpers_steering import lexicon_and_judge, write_tiny_study
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -57,13 +56,9 @@ def _verdicts(run_dir) -> dict[tuple, dict]:
 
 
 def _protocol(tmp_path, base_url: str):
-    path = write_tiny_study(tmp_path, n_cases=4, alphas=(-4.0, 4.0), max_new_tokens=6)
-    data = yaml.safe_load(path.read_text())
-    data["evaluation"] = {"extractor": "lexicon",
-                          "judge": {"model": "fake-judge", "base_url": base_url, "api_key_env": None}}
-    data["execution"] = {"executor": "ray", "workers": 2}
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_tiny_study(tmp_path, n_cases=4, alphas=(-4.0, 4.0), max_new_tokens=6,
+                            sections={"evaluation": lexicon_and_judge(base_url),
+                                      "execution": {"executor": "ray", "workers": 2}})
 
 
 @pytest.mark.postgres

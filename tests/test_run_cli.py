@@ -9,12 +9,11 @@ from __future__ import annotations
 import re
 
 import pytest
-import yaml
 
 from protocols.cli import main
 from steering.store import StudyStore
 from tests.helpers_judge import FakeOpenAIServer
-from tests.helpers_steering import write_tiny_study
+from tests.helpers_steering import lexicon_and_judge, write_tiny_study
 
 
 def _numbers(out: str) -> dict[str, int]:
@@ -32,12 +31,8 @@ def _numbers(out: str) -> dict[str, int]:
 def _protocol(tmp_path, base_url: str):
     # 4 cases: evaluation.rates.wilson_interval(0, 3) returns a lower bound of 5.6e-17 > 0, on which
     # evaluation/plots.py's forest plot raises (reported); n = 2 and 4 avoid that unrelated bug
-    path = write_tiny_study(tmp_path, n_cases=4, alphas=(-4.0, 4.0), max_new_tokens=6)
-    data = yaml.safe_load(path.read_text())
-    data["evaluation"] = {"extractor": "lexicon",
-                          "judge": {"model": "fake-judge", "base_url": base_url, "api_key_env": None}}
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_tiny_study(tmp_path, n_cases=4, alphas=(-4.0, 4.0), max_new_tokens=6,
+                            sections={"evaluation": lexicon_and_judge(base_url)})
 
 
 def _run(capsys, *args: str) -> str:
