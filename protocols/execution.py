@@ -102,8 +102,9 @@ def evaluate_on_ray(store_url: str, options: ExecutionOptions, *, extractor: str
     by_case: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_case.setdefault(str(r["case_id"]), []).append(r)
-    per_task = cases_per_shard([len(by_case[c]) for c in sorted(by_case)], options)
-    parts = [[r for c in ids for r in by_case[c]] for ids in shard(sorted(by_case), per_task)]
+    order = sorted(by_case)
+    per_task = cases_per_shard([len(by_case[c]) for c in order], options)
+    parts = [[r for c in ids for r in by_case[c]] for ids in shard(order, per_task)]
     summary = EvaluationSummary(generations=len(rows))
     job = partial(EvaluateJob, store_url, {"extractor": extractor, "extractor_options": dict(extractor_options),
                                            "combine_rule": combine_rule, "batch_size": batch_size}, jc)
@@ -138,12 +139,9 @@ class MiningJob:
                  batch_size: int, store_url: str) -> None:
         from steering.mining import FeatureMiner
 
-        study = Study.from_protocol(protocol_path, runs_dir)
-        bank = study.load_bank()
-        adapter = study.load_adapter(device=worker_device(study.protocol.model.device, assigned_gpu_ids()))
-        self.engine = study.engine(adapter, bank)
-        self.miner = FeatureMiner(adapter, bank, study.protocol.layer, feature_ids=feature_ids, settings=settings,
-                                  batch_size=batch_size)
+        self.engine = build_worker_engine(protocol_path, runs_dir, None)
+        self.miner = FeatureMiner(self.engine.adapter, self.engine.bank, self.engine.spec.layer,
+                                  feature_ids=feature_ids, settings=settings, batch_size=batch_size)
         self.store_url = store_url
 
     def info(self) -> Any:
@@ -197,7 +195,7 @@ def mine_on_ray(study: Study, options: ExecutionOptions, corpus: Any, *, setting
         pass  # creates (or upgrades) the study's tables before any worker writes
     job = partial(MiningJob, str(study.loaded.path.resolve()), str(study.run_dir.parent.resolve()), feature_ids,
                   settings, batch_size, url)
-    with RayPool(job, options) as pool:
+    with RayPool(job, options) as pool, StudyStore(url) as store:
         infos = pool.call_all("info")
         described = pool.call_all("describe", sha256_file(corpus))
         if len({d["key"] for d in described}) != 1:
@@ -205,17 +203,16 @@ def mine_on_ray(study: Study, options: ExecutionOptions, corpus: Any, *, setting
                                 "nodes); give every node the same files and package versions")
         desc, key = described[0], described[0]["key"]
         merged = MiningState(desc["n_features"], settings)
-        with StudyStore(url) as store:
-            study.record(store, infos[0], bank)
-            checkpoint = store.mining_checkpoint(key)
-            if checkpoint is not None:
-                merged.load_bytes(checkpoint.state, checkpoint.n_docs)
-            docs = read_corpus(corpus)
-            parts = []
-            while chunk := list(islice(docs, batch_size * CHUNK_BATCHES)):  # the local run's planning chunks
-                done = store.mined_documents(key, [d.doc_id for d in chunk])
-                if len(done) < len(chunk):
-                    parts.append((chunk, done))
+        study.record(store, infos[0], bank)
+        checkpoint = store.mining_checkpoint(key)
+        if checkpoint is not None:
+            merged.load_bytes(checkpoint.state, checkpoint.n_docs)
+        docs = read_corpus(corpus)
+        parts = []
+        while chunk := list(islice(docs, batch_size * CHUNK_BATCHES)):  # the local run's planning chunks
+            done = store.mined_documents(key, [d.doc_id for d in chunk])
+            if len(done) < len(chunk):
+                parts.append((chunk, done))
         report = MiningReport(docs_total=count_docs(corpus), docs_already_mined=merged.n_docs,
                               features=desc["n_features"])
         bar = tqdm(total=report.docs_total, initial=merged.n_docs, unit="doc", disable=not progress,
@@ -225,8 +222,8 @@ def mine_on_ray(study: Study, options: ExecutionOptions, corpus: Any, *, setting
             shard_state = MiningState(desc["n_features"], settings)
             shard_state.load_bytes(out["state"], out["n_docs"])
             merged.merge(shard_state)
-            with StudyStore(url) as store:  # the merged state and the documents it covers, in one go
-                store.save_mining_checkpoint(MiningCheckpoint(key, merged.n_docs, merged.to_bytes()), out["doc_ids"])
+            # the merged state and the documents it covers, in one go
+            store.save_mining_checkpoint(MiningCheckpoint(key, merged.n_docs, merged.to_bytes()), out["doc_ids"])
             r = out["report"]
             report.docs_mined += r.docs_mined
             report.tokens_mined += r.tokens_mined

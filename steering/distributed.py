@@ -312,15 +312,11 @@ class RayPool:
         self.restarts = 0
         self._started = False
 
-    def _start_ray(self) -> bool:
-        """Returns whether this pool started Ray (and so must stop it)."""
-        return start_ray(self.options)
-
     def __enter__(self) -> RayPool:
         """Start Ray and the workers, without waiting for them: each builds its job (loads a model)
         in the background while this process does its own preparation (planning the rows)."""
         ray, o = self.ray, self.options
-        self._started = self._start_ray()
+        self._started = start_ray(o)  # whether this pool must stop Ray again
         try:
             actor_cls = ray.remote(num_cpus=o.cpus_per_worker, num_gpus=o.gpus_per_worker or None,
                                    max_restarts=o.max_restarts, max_task_retries=-1)(ShardWorker)

@@ -584,9 +584,6 @@ class FeatureMiner:
             self._display[token_id] = text
         return self._display[token_id]
 
-    def _doc_names(self, corpus: Path, ordinals: set[int]) -> dict[int, str]:
-        return doc_names(corpus, ordinals)
-
     def context_rows(self, state: MiningState, corpus: Path | None, chunk: int = 512,
                      names: Mapping[int, str] | None = None) -> Iterator[dict[str, Any]]:
         """feature_contexts rows of the final state, feature by feature.
@@ -594,12 +591,9 @@ class FeatureMiner:
         Tensors are turned into Python lists a chunk of features at a time: fast, and the
         temporary lists stay bounded however many features there are.
         """
-        needed: set[int] = set()
-        for t in state.trackers.values():
-            needed |= set(t.doc[t.score > -math.inf].tolist())
         if names is None:
             assert corpus is not None
-            names = self._doc_names(corpus, needed)
+            names = doc_names(corpus, needed_ordinals(state))
         w = self.settings.window
         for start in range(0, len(self.feature_ids), chunk):
             part: dict[str, dict[str, list]] = {}
